@@ -125,7 +125,7 @@ def load_path(
         raise DocumentError(
             f"{path} does not exist.", "Check the path, or choose another file or folder."
         )
-    opts = dict(text_field=text_field, label_field=label_field, max_bytes=max_bytes)
+    opts = {"text_field": text_field, "label_field": label_field, "max_bytes": max_bytes}
     if path.is_dir():
         corpus = _load_folder(path, **opts)
     else:
@@ -165,8 +165,12 @@ def _load_folder(root: Path, **opts) -> Corpus:
 
     def walk_error(err: OSError) -> None:
         corpus.problems.append(
-            Problem(str(err.filename or root), None, f"Cannot open this folder ({err.strerror}); "
-                    "check its permissions. Its files were skipped.")
+            Problem(
+                str(err.filename or root),
+                None,
+                f"Cannot open this folder ({err.strerror}); "
+                "check its permissions. Its files were skipped.",
+            )
         )
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=walk_error):
@@ -181,8 +185,11 @@ def _load_folder(root: Path, **opts) -> Corpus:
 
     if not corpus.documents and not corpus.problems:
         corpus.problems.append(
-            Problem(str(root), None, f"No documents found in this folder. Add files of a "
-                    f"supported type ({SUPPORTED}).")
+            Problem(
+                str(root),
+                None,
+                f"No documents found in this folder. Add files of a supported type ({SUPPORTED}).",
+            )
         )
     return corpus
 
@@ -193,16 +200,20 @@ def _load_file(path: Path, rel: str, folder_label, *, text_field, label_field, m
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES | JSONL_SUFFIXES | TABLE_SUFFIXES:
         what = f"'{path.suffix}'" if path.suffix else "without an extension"
-        return _problem(src, None, f"Skipped: file type {what} is not supported. "
-                        f"Convert it to one of {SUPPORTED}.")
+        return _problem(
+            src,
+            None,
+            f"Skipped: file type {what} is not supported. Convert it to one of {SUPPORTED}.",
+        )
 
     text, problems = _read_text(path, max_bytes)
     if text is None:
         return Corpus([], problems)
 
     if not text.strip():
-        problems.append(Problem(src, None, "The file holds only whitespace; add some text "
-                                "or remove it."))
+        problems.append(
+            Problem(src, None, "The file holds only whitespace; add some text or remove it.")
+        )
         return Corpus([], problems)
 
     if suffix in TEXT_SUFFIXES:
@@ -228,8 +239,12 @@ def _cap_problems(corpus: Corpus, src: str) -> None:
     if extra > 0:
         del corpus.problems[MAX_PROBLEMS_PER_FILE:]
         corpus.problems.append(
-            Problem(src, None, f"... and {extra} more problems in this file, not listed. "
-                    "Fix the ones above (they are often all the same) and load it again.")
+            Problem(
+                src,
+                None,
+                f"... and {extra} more problems in this file, not listed. "
+                "Fix the ones above (they are often all the same) and load it again.",
+            )
         )
 
 
@@ -239,15 +254,27 @@ def _read_text(path: Path, max_bytes: int) -> tuple[str | None, list[Problem]]:
     try:
         st = path.stat()  # size first: a huge (or sparse) file must cost nothing
         if not stat.S_ISREG(st.st_mode):
-            return None, [Problem(src, None, "Skipped: not a regular file (a pipe, socket or "
-                                  "device). Copy its contents into a file first.")]
+            return None, [
+                Problem(
+                    src,
+                    None,
+                    "Skipped: not a regular file (a pipe, socket or "
+                    "device). Copy its contents into a file first.",
+                )
+            ]
         if st.st_size > max_bytes:
             return None, [_too_big(src, st.st_size, max_bytes)]
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)  # the file may have grown since stat
     except OSError as err:
-        return None, [Problem(src, None, f"Cannot read this file ({err.strerror or err}); "
-                              "check that it exists and that you may read it.")]
+        return None, [
+            Problem(
+                src,
+                None,
+                f"Cannot read this file ({err.strerror or err}); "
+                "check that it exists and that you may read it.",
+            )
+        ]
     if len(data) > max_bytes:
         return None, [_too_big(src, len(data), max_bytes)]
     if not data:
@@ -255,15 +282,25 @@ def _read_text(path: Path, max_bytes: int) -> tuple[str | None, list[Problem]]:
 
     text, problems = _decode(data, src)
     if text is None or _looks_binary(text):
-        return None, [Problem(src, None, "Skipped: this looks like a binary file, not text "
-                              "(or text in an encoding other than UTF-8). Export it as "
-                              f"UTF-8 text ({SUPPORTED}).")]
+        return None, [
+            Problem(
+                src,
+                None,
+                "Skipped: this looks like a binary file, not text "
+                "(or text in an encoding other than UTF-8). Export it as "
+                f"UTF-8 text ({SUPPORTED}).",
+            )
+        ]
     return text, problems
 
 
 def _too_big(src: str, size: int, max_bytes: int) -> Problem:
-    return Problem(src, None, f"Skipped: the file is {_human(size)}, over the {_human(max_bytes)} "
-                   "limit for one file. Split it into smaller files.")
+    return Problem(
+        src,
+        None,
+        f"Skipped: the file is {_human(size)}, over the {_human(max_bytes)} "
+        "limit for one file. Split it into smaller files.",
+    )
 
 
 def _human(n: int) -> str:
@@ -287,9 +324,15 @@ def _decode(data: bytes, src: str) -> tuple[str | None, list[Problem]]:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         text = data.decode("utf-8-sig", errors="replace")
-        return text, [Problem(src, line, "The file is not valid UTF-8 (first bad byte on this "
-                              "line); undecodable bytes were replaced by \ufffd. Re-save the "
-                              "file as UTF-8 to keep those characters.")]
+        return text, [
+            Problem(
+                src,
+                line,
+                "The file is not valid UTF-8 (first bad byte on this "
+                "line); undecodable bytes were replaced by \ufffd. Re-save the "
+                "file as UTF-8 to keep those characters.",
+            )
+        ]
 
 
 def _looks_binary(text: str) -> bool:
@@ -298,7 +341,8 @@ def _looks_binary(text: str) -> bool:
         return True
     sample = text[:8192]
     odd = sum(
-        1 for c in sample
+        1
+        for c in sample
         if c == "\ufffd" or (c < " " and c not in _ALLOWED_CONTROLS) or c == "\x7f"
     )
     return odd > 0.1 * len(sample)
@@ -320,8 +364,11 @@ class _Rows:
 
     def add(self, line: int, text, label, given_id, text_field: str) -> None:
         if not isinstance(text, str):
-            self.problem(line, f"The '{text_field}' field is {_kind(text)}, not a string; "
-                         "this row was skipped. Store the document text as a string.")
+            self.problem(
+                line,
+                f"The '{text_field}' field is {_kind(text)}, not a string; "
+                "this row was skipped. Store the document text as a string.",
+            )
             return
         if not text.strip():
             self.problem(line, f"The '{text_field}' field is empty; this row was skipped.")
@@ -335,8 +382,11 @@ class _Rows:
             if given_id.strip() and given_id not in self.taken:
                 doc_id = given_id
             elif given_id.strip():
-                self.problem(line, f"The id '{given_id}' is used by an earlier row; this "
-                             f"document gets the id '{doc_id}' instead. Make ids unique.")
+                self.problem(
+                    line,
+                    f"The id '{given_id}' is used by an earlier row; this "
+                    f"document gets the id '{doc_id}' instead. Make ids unique.",
+                )
         doc = Document(doc_id, text, f"{self.src}:{line}", label)
         self.corpus.documents.append(_with_unique_id(doc, self.taken))
 
@@ -344,7 +394,13 @@ class _Rows:
 def _kind(value) -> str:
     if value is None:
         return "null"
-    names = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    names = {
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -359,18 +415,29 @@ def _parse_jsonl(text: str, src: str, rel: str, text_field: str, label_field: st
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError) as err:
-            detail = f" ({err.msg}, column {err.colno})" if isinstance(err, json.JSONDecodeError) else ""
-            rows.problem(n, f"This line is not valid JSON{detail}; it was skipped. "
-                         "Each line must hold one JSON object.")
+            detail = ""
+            if isinstance(err, json.JSONDecodeError):
+                detail = f" ({err.msg}, column {err.colno})"
+            rows.problem(
+                n,
+                f"This line is not valid JSON{detail}; it was skipped. "
+                "Each line must hold one JSON object.",
+            )
             continue
         if not isinstance(obj, dict):
-            rows.problem(n, f"Expected a JSON object like {{\"{text_field}\": \"...\"}}, found "
-                         f"{_kind(obj)}; this line was skipped.")
+            rows.problem(
+                n,
+                f'Expected a JSON object like {{"{text_field}": "..."}}, found '
+                f"{_kind(obj)}; this line was skipped.",
+            )
             continue
         if text_field not in obj:
             present = ", ".join(f"'{k}'" for k in obj) or "none"
-            rows.problem(n, f"No '{text_field}' field; fields present: {present}. Set the text "
-                         "field option to the field that holds the document text.")
+            rows.problem(
+                n,
+                f"No '{text_field}' field; fields present: {present}. Set the text "
+                "field option to the field that holds the document text.",
+            )
             continue
         rows.add(n, obj[text_field], obj.get(label_field), obj.get(ID_FIELD), text_field)
     return rows.corpus
@@ -394,25 +461,37 @@ def _parse_table(text, src, rel, suffix, text_field, label_field) -> Corpus:
                 header = [h.strip() for h in row]
                 if text_field not in header:
                     cols = ", ".join(f"'{h}'" for h in header)
-                    rows.problem(line, f"No '{text_field}' column; the header row (which must "
-                                 f"come first) names: {cols}. Set the text field option to "
-                                 "the column that holds the document text.")
+                    rows.problem(
+                        line,
+                        f"No '{text_field}' column; the header row (which must "
+                        f"come first) names: {cols}. Set the text field option to "
+                        "the column that holds the document text.",
+                    )
                     return rows.corpus
                 continue
             if len(row) != len(header):
-                rows.problem(line, f"This row has {len(row)} columns but the header has "
-                             f"{len(header)}; it was skipped. Put fields that contain "
-                             f"'{_show(delimiter)}', quotes or line breaks in double quotes.")
+                rows.problem(
+                    line,
+                    f"This row has {len(row)} columns but the header has "
+                    f"{len(header)}; it was skipped. Put fields that contain "
+                    f"'{_show(delimiter)}', quotes or line breaks in double quotes.",
+                )
                 continue
             record = dict(zip(header, row))
-            rows.add(line, record[text_field], record.get(label_field), record.get(ID_FIELD),
-                     text_field)
+            rows.add(
+                line, record[text_field], record.get(label_field), record.get(ID_FIELD), text_field
+            )
     except csv.Error as err:
-        rows.problem(start, f"Cannot parse this row ({err}); the rest of the file was "
-                     "skipped. Check its quoting.")
+        rows.problem(
+            start,
+            f"Cannot parse this row ({err}); the rest of the file was skipped. Check its quoting.",
+        )
     if header is None:
-        rows.problem(1, "The file has no header row; its first row must name the columns, "
-                     f"one of them '{text_field}'.")
+        rows.problem(
+            1,
+            "The file has no header row; its first row must name the columns, "
+            f"one of them '{text_field}'.",
+        )
     return rows.corpus
 
 
