@@ -35,7 +35,7 @@ class ExtractSettings:
     hook: str = "resid_post.6"  # hook point, KIND.LAYER: resid_post, mlp_in or mlp_out
     mode: str = "pooled"  # pooled: one mean vector per document (BOS excluded); tokens: every token
     max_length: int = 256  # tokens per document, BOS included; longer documents are truncated
-    batch_tokens: int = 4096  # padded tokens per forward pass; bounds memory and cancel latency
+    batch_tokens: int = 4096  # padded tokens per forward pass (a longer document runs alone)
     shard_mb: int = 64  # shard size on disk; also bounds the rows held in RAM
     dtype: str = "float32"  # stored dtype: float32, float16 or bfloat16
     include_bos: bool = False  # tokens mode: keep the BOS row (its norm dwarfs all others)
@@ -48,8 +48,8 @@ class ExtractSettings:
             raise ValueError(f"Dtype '{self.dtype}' is unknown; use one of {', '.join(DTYPES)}.")
         if not 2 <= self.max_length <= 1_000_000:
             raise ValueError("max_length must be between 2 and 1,000,000 tokens.")
-        if self.batch_tokens < self.max_length:
-            raise ValueError("batch_tokens must be at least max_length (one full document per batch).")
+        if self.batch_tokens < 1:
+            raise ValueError("batch_tokens must be at least 1 (a longer document runs alone).")
         if self.shard_mb < 1:
             raise ValueError("shard_mb must be at least 1.")
         return hook

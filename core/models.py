@@ -278,9 +278,9 @@ def ensure_bundled(state: Optional[TaskState] = None) -> Path:
         if state:
             state.check_cancelled()
             state.report(2, 3, "Writing the safetensors cache")
-        model.config.quantization_config = None
-        if hasattr(model.config, "__dict__"):
-            model.config.__dict__.pop("quantization_config", None)
+        # The weights are already dequantized to float32; drop the GGUF marker so it saves as-is.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
         gguf.unlink()
         model.save_pretrained(str(work))
         tok.save_pretrained(str(work))
