@@ -21,10 +21,11 @@ run: $(STAMP)
 	$(VENV)/bin/distillscope
 
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+	QT_QPA_PLATFORM=offscreen DISTILLSCOPE_MODEL_CACHE=$(CURDIR)/.test-cache/models \
+		$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) packaging/bench_extract.py
+	$(PY) tests/bench/bench_extract.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

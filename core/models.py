@@ -235,7 +235,9 @@ def pick_dtype(device: torch.device, requested: Optional[str] = None) -> torch.d
 
 
 def bundled_cache_dir() -> Path:
-    return paths.cache_dir() / "models" / "gemma-3-270m"
+    """Converted bundled teacher. DISTILLSCOPE_MODEL_CACHE overrides (tests share one conversion)."""
+    root = os.environ.get("DISTILLSCOPE_MODEL_CACHE")
+    return (Path(root) if root else paths.cache_dir() / "models") / "gemma-3-270m"
 
 
 def _fingerprint(folder: Path, extra: str = "") -> str:

@@ -22,9 +22,18 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     """No test touches the user's real cache or data folders."""
     root = tmp_path_factory.mktemp("appdirs")
     monkeypatch.setenv("DISTILLSCOPE_DATA_DIR", str(root / "data"))
-    cache = os.environ.get("DISTILLSCOPE_TEST_CACHE") or str(root / "cache")
-    monkeypatch.setenv("DISTILLSCOPE_CACHE_DIR", cache)
+    monkeypatch.setenv("DISTILLSCOPE_CACHE_DIR", str(root / "cache"))
     yield
+
+
+@pytest.fixture(scope="session")
+def bundled_teacher(tmp_path_factory):
+    """The real bundled Gemma 3 270M, converted once per machine (DISTILLSCOPE_MODEL_CACHE,
+    set by `make test`) or once per session."""
+    if not os.environ.get("DISTILLSCOPE_MODEL_CACHE"):
+        os.environ["DISTILLSCOPE_MODEL_CACHE"] = str(tmp_path_factory.mktemp("models"))
+    from core.models import load_teacher
+    return load_teacher("bundled", device="cpu")
 
 
 def build_tiny_model(folder: Path, arch: str = "gemma3", n_layers: int = 4, seed: int = 0) -> Path:
