@@ -1,0 +1,636 @@
+"""The main window: documents on the left, the inspect view (tokens + similar documents) on the right.
+
+Three worker threads (gui/worker.py), so nothing waits behind something slow:
+  runner    teacher loading and corpus extraction (long, with progress, cancellable),
+  inspector one document's token view (~50 ms) on a twin of the teacher (gui/shadow.py),
+  io        reading documents, so a corpus appears while the teacher still loads.
+Results come back as plain objects on the GUI thread and are cached per layer in memory (and on
+disk by core). core and torch are imported inside the tasks, never on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QSpinBox, QSplitter,
+                               QStyle, QVBoxLayout, QWidget)
+
+from core import paths
+from core.documents import SUPPORTED, Corpus, Document, from_text, load_demo, load_paths
+from gui.dialogs import PasteDialog, ProblemsDock
+from gui.documents_panel import DocumentsPanel, Entry
+from gui.neighbours import Neighbour, NeighboursPanel
+from gui.recent import DEMO, RecentList
+from gui.task_status import TaskStatus
+from gui.token_view import TokenPanel
+from gui.worker import Task, TaskRunner
+
+SETTINGS_VERSION = "v1"
+TOKEN_CACHE_SIZE = 256
+N_NEIGHBOURS = 10
+
+
+def settings_store() -> QSettings:
+    """Settings live in the data dir (DISTILLSCOPE_DATA_DIR overrides it, so tests are isolated)."""
+    return QSettings(str(paths.data_dir() / "distillscope-gui.ini"), QSettings.Format.IniFormat)
+
+
+class MainWindow(QMainWindow):
+    teacher_changed = Signal()
+    corpus_changed = Signal()
+    tokens_shown = Signal()  # the token view shows a document's tokens
+    neighbours_shown = Signal()  # the neighbours table shows rows
+    vectors_ready = Signal(int)  # corpus vectors of this layer are in memory
+
+    def __init__(self, teacher=None, layer: int = 6, settings: Optional[QSettings] = None, parent=None):
+        super().__init__(parent)
+        self.teacher = None
+        self.shadow = None  # the teacher's twin for the inspector thread
+        self.corpus = Corpus(name="no corpus")
+        self.pasted: list[Document] = []
+        self.entries: list[Entry] = []
+        self.layer = max(0, layer)
+        self.settings = settings or settings_store()
+        self.recent = RecentList(self.settings, f"{SETTINGS_VERSION}/recent")
+        self._gen = 0  # bumped when the teacher or corpus changes: older results are stale
+        self._teacher_gen = 0
+        self._vectors: dict = {}  # layer -> CorpusVectors of (teacher, corpus)
+        self._tokens: collections.OrderedDict = collections.OrderedDict()  # LRU of TokenViews
+        self._extract_task: Optional[Task] = None
+        self._token_task: Optional[Task] = None
+        self._teacher_task: Optional[Task] = None
+        self._teacher_error = ""
+        self._teacher_message = ""
+        self.error_box: Optional[QMessageBox] = None
+        self.paste_dialog: Optional[PasteDialog] = None
+
+        self.runner = TaskRunner(self)
+        self.inspector = TaskRunner(self)
+        self.io = TaskRunner(self, torch_threads=0)
+        for runner in (self.runner, self.inspector, self.io):
+            runner.failed.connect(self._task_failed)
+            runner.cancelled.connect(self._task_cancelled)
+        self.runner.progress.connect(self._task_progress)
+
+        self._build_widgets()
+        self._build_actions()
+        self.status = TaskStatus(self.statusBar(), [self.runner, self.io], on_cancel=self.cancel_task,
+                                 on_problems=lambda: self.problems.setVisible(not self.problems.isVisible()))
+        self.setAcceptDrops(True)
+        self.resize(1280, 800)
+        self._layer_timer = QTimer(self, singleShot=True, interval=300)
+        self._layer_timer.timeout.connect(lambda: self.set_layer(self.layer_spin.value()))
+        self._computing_timer = QTimer(self, singleShot=True, interval=150)
+        self._computing_timer.timeout.connect(self._show_computing)
+        self._update_title()
+        self._refresh_inspect()
+        if teacher is not None:
+            self.set_teacher(teacher)
+
+    # ================================================================== construction
+
+    def _build_widgets(self) -> None:
+        self.documents = DocumentsPanel()
+        self.documents.selected.connect(lambda _row: self._refresh_inspect())
+        self.token_panel = TokenPanel()
+        self.neighbours = NeighboursPanel()
+        self.neighbours.activated.connect(self.select_corpus_document)
+        self.neighbours.export_requested = self.export_neighbours_csv
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.token_panel)
+        right.addWidget(self.neighbours)
+        right.setSizes([420, 350])
+        right.setChildrenCollapsible(False)
+        main = QSplitter(Qt.Orientation.Horizontal)
+        main.addWidget(self.documents)
+        main.addWidget(right)
+        main.setSizes([450, 830])
+        main.setChildrenCollapsible(False)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(8, 6, 8, 4)
+        layout.addWidget(main)
+        self.setCentralWidget(central)
+
+        self.problems = ProblemsDock(self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.problems)
+        self.problems.hide()
+
+    def _action(self, text, slot, shortcut=None, icon=None, tip="") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        if icon is not None:
+            action.setIcon(self.style().standardIcon(icon))
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+
+        def trigger(_checked: bool = False) -> None:  # drops `checked` and the slot's return value
+            slot()
+
+        action.triggered.connect(trigger)
+        self.addAction(action)  # shortcuts work even with the menu bar hidden
+        return action
+
+    def _build_actions(self) -> None:
+        SP = QStyle.StandardPixmap
+        self.act_open = self._action("&Open Files…", self.open_files_dialog, "Ctrl+O", SP.SP_FileIcon,
+                                     f"Open text files ({SUPPORTED})")
+        self.act_folder = self._action("Open &Folder…", self.open_folder_dialog, "Ctrl+Shift+O",
+                                       SP.SP_DirOpenIcon, "Open every supported file in a folder")
+        self.act_paste = self._action("&Paste Text…", self.paste_dialog_open, "Ctrl+Shift+V",
+                                      SP.SP_FileDialogContentsView, "Inspect a pasted text")
+        self.act_demo = self._action("Open &Demo Corpus", self.open_demo, tip="945 labeled fortunes")
+        self.act_png = self._action("Token View as &PNG…", self.export_token_png)
+        self.act_csv = self._action("&Neighbours as CSV…", self.export_neighbours_csv)
+        self.act_quit = self._action("&Quit", self.close, "Ctrl+Q")
+        self.act_recompute = self._action("&Recompute", self.recompute, "F5", SP.SP_BrowserReload,
+                                          "Recompute the token view and document vectors (F5)")
+        self.act_cancel = self._action("&Cancel Task", self.cancel_task, "Esc", SP.SP_BrowserStop,
+                                       "Cancel the running task (Esc)")
+        self.act_filter = self._action("&Filter Documents", self.documents.focus_filter, "Ctrl+F")
+        self.act_bundled = self._action("Load &Bundled Teacher", lambda: self.load_teacher("bundled"))
+        self.act_model_dir = self._action("Load Model &Folder…", self.load_model_folder_dialog)
+        self.act_gguf = self._action("Load &GGUF File…", self.load_gguf_dialog)
+
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for a in (self.act_open, self.act_folder, self.act_paste):
+            file_menu.addAction(a)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addAction(self.act_demo)
+        file_menu.addSeparator()
+        export = file_menu.addMenu("&Export")
+        export.addAction(self.act_png)
+        export.addAction(self.act_csv)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+
+        view = bar.addMenu("&View")
+        view.addAction(self.act_filter)
+        view.addAction(self.act_recompute)
+        view.addAction(self.problems.toggleViewAction())
+        model = bar.addMenu("&Model")
+        for a in (self.act_bundled, self.act_model_dir, self.act_gguf):
+            model.addAction(a)
+        model.addSeparator()
+        model.addAction(self.act_cancel)
+
+        self.layer_spin = QSpinBox()
+        self.layer_spin.setRange(0, 127)
+        self.layer_spin.setValue(self.layer)
+        self.layer_spin.setToolTip("Residual stream after this transformer block (0 = first block)")
+        self.layer_spin.valueChanged.connect(lambda _v: self._layer_timer.start())
+        tools = self.addToolBar("Main")
+        tools.setObjectName("main-toolbar")
+        tools.setMovable(False)
+        tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (self.act_open, self.act_folder, self.act_paste):
+            tools.addAction(a)
+        tools.addSeparator()
+        tools.addWidget(QLabel("  Layer: "))
+        tools.addWidget(self.layer_spin)
+        tools.addAction(self.act_recompute)
+
+    # ================================================================== teacher
+
+    def load_teacher(self, source) -> None:
+        """Load a teacher in the background ('bundled', an HF folder or a .gguf file)."""
+        self.runner.cancel("extract")  # its vectors would belong to the old teacher
+        self._teacher_error = ""
+        self._teacher_task = self.runner.submit(Task(
+            "teacher", lambda state: _load_twins(source, state),
+            title="Loading teacher…", on_result=lambda pair: self.set_teacher(*pair),
+            on_error=self._teacher_failed))
+        self._refresh_inspect()
+
+    def set_teacher(self, teacher, shadow=None) -> None:
+        """Use a loaded teacher (core.models.Teacher). Without a shadow twin for the inspector
+        thread, both twins are made here (a module copy sharing the weights: milliseconds)."""
+        if shadow is None:
+            from gui.shadow import twins
+
+            teacher, shadow = twins(teacher)
+        self.teacher, self.shadow = teacher, shadow
+        self._gen += 1
+        self._teacher_gen += 1
+        self._vectors.clear()
+        self._tokens.clear()
+        self.layer_spin.blockSignals(True)
+        self.layer_spin.setRange(0, teacher.n_layers - 1)
+        self.layer = min(self.layer, teacher.n_layers - 1)
+        self.layer_spin.setValue(self.layer)
+        self.layer_spin.blockSignals(False)
+        self._update_title()
+        self._set_status(f"Loaded {teacher.name}: {teacher.n_layers} layers, width {teacher.d_model}.")
+        self.teacher_changed.emit()
+        self._schedule_extraction()
+        self._refresh_inspect()
+
+    def _teacher_failed(self, what: str, hint: str) -> None:
+        self._teacher_error = what
+        self._refresh_inspect()
+
+    def teacher_loading(self) -> bool:
+        return self._teacher_task is not None and self._teacher_task.outcome is None
+
+    # ================================================================== documents
+
+    def open_paths(self, paths_, add: bool = False) -> None:
+        """Read files/folders in the background; replace the corpus, or add to it (drops)."""
+        paths_ = [str(p) for p in paths_]
+        if not paths_:
+            return
+        self._set_status(f"Reading {', '.join(Path(p).name for p in paths_[:3])}…")
+        self.io.submit(Task("documents", lambda _state: load_paths(paths_), title="Reading documents",
+                            on_result=lambda corpus: self._documents_read(corpus, paths_, add)))
+
+    def open_demo(self) -> None:
+        self._set_status("Reading the demo corpus…")
+        self.io.submit(Task("documents", lambda _state: load_demo(), title="Reading the demo corpus",
+                            on_result=lambda corpus: self._documents_read(corpus, [DEMO], False)))
+
+    def _documents_read(self, corpus: Corpus, sources: list[str], add: bool) -> None:
+        for source in sources:
+            self.recent.add(source)
+        if not corpus.documents:
+            self._show_problems(corpus.problems)
+            self._set_status(f"No documents could be read from {corpus.name}; "
+                             "the open corpus is unchanged. See Problems.")
+            return
+        if add and self.corpus.documents:
+            merged = Corpus(list(self.corpus.documents), list(self.corpus.problems),
+                            name=f"{self.corpus.name} + {corpus.name}")
+            merged.extend(corpus)
+            self._set_status(f"Added {len(corpus):,} documents from {corpus.name}.")
+            self.set_corpus(merged, select=len(self.corpus.documents))
+        else:
+            self._set_status(f"Opened {corpus.name}: {len(corpus):,} documents.")
+            self.set_corpus(corpus)
+
+    def set_corpus(self, corpus: Corpus, select: int = 0) -> None:
+        """Show `corpus` (replacing the open one) and compute its document vectors."""
+        self.corpus = corpus
+        self._gen += 1
+        self._vectors.clear()
+        self.runner.cancel("extract")
+        self._rebuild_entries()
+        self._show_problems(corpus.problems)
+        self._update_title()
+        self.corpus_changed.emit()
+        self._schedule_extraction()
+        if self.entries:
+            self.documents.select_row(min(select, len(self.entries) - 1))
+        self._refresh_inspect()
+
+    def paste_text(self, text: str, label: Optional[str] = None) -> bool:
+        """Add a pasted document (inspected and compared with the corpus, not part of it)."""
+        corpus = from_text(text, label, id=f"pasted-{len(self.pasted) + 1}")
+        if not corpus.documents:
+            self._show_error(corpus.problems[0].message if corpus.problems else "Nothing to add.")
+            return False
+        self.pasted.append(corpus.documents[0])
+        self._rebuild_entries()
+        self.documents.select_row(len(self.entries) - 1)
+        self._set_status(f"Added pasted text as {corpus.documents[0].id}.")
+        return True
+
+    def _rebuild_entries(self) -> None:
+        self.entries = [Entry(d, i) for i, d in enumerate(self.corpus.documents)]
+        self.entries += [Entry(d, None) for d in self.pasted]
+        self.documents.set_entries(self.entries)
+
+    def select_corpus_document(self, corpus_index: int) -> None:
+        self.documents.select_row(corpus_index)
+
+    def _show_problems(self, problems) -> None:
+        self.problems.set_problems(problems)
+        n = len(problems)
+        self.status.set_problem_count(n)
+        if n:
+            self.problems.show()  # a dock, not a dialog: nothing to dismiss, focus stays put
+            self.resizeDocks([self.problems], [min(60 + 22 * n, 190)], Qt.Orientation.Vertical)
+
+    # ================================================================== layer, caches and tasks
+
+    def set_layer(self, layer: int) -> None:
+        if self.teacher is not None:
+            layer = min(max(layer, 0), self.teacher.n_layers - 1)
+        if self.layer_spin.value() != layer:
+            self.layer_spin.blockSignals(True)
+            self.layer_spin.setValue(layer)
+            self.layer_spin.blockSignals(False)
+        if layer == self.layer:
+            return
+        self.layer = layer
+        task = self._extract_task
+        if task is not None and task.outcome is None and task.layer != layer:
+            self.runner.cancel("extract")
+        self._schedule_extraction()
+        self._refresh_inspect()
+
+    def recompute(self) -> None:
+        """F5: forget this layer's results in memory and compute them again (the disk cache stays)."""
+        self._vectors.pop(self.layer, None)
+        for key in [k for k in self._tokens if k[2] == self.layer]:
+            del self._tokens[key]
+        self._schedule_extraction(force=True)
+        self._refresh_inspect()
+
+    def cancel_task(self) -> None:
+        if self.status.busy():
+            self._set_status("Cancelling…")
+        for runner in (self.runner, self.inspector, self.io):
+            runner.cancel()
+
+    def extraction_pending(self) -> bool:
+        task = self._extract_task
+        return (task is not None and task.outcome is None and task.layer == self.layer
+                and task.gen == self._gen)
+
+    def _schedule_extraction(self, force: bool = False) -> None:
+        if self.teacher is None or not self.corpus.documents or self.layer in self._vectors:
+            return
+        if self.extraction_pending() and not force:
+            return
+        teacher, docs, layer, gen = self.teacher, list(self.corpus.documents), self.layer, self._gen
+        task = Task("extract", lambda state: _corpus_vectors(teacher, docs, layer, state),
+                    title=f"Document vectors at layer {layer}",
+                    on_result=lambda cv: self._vectors_done(gen, layer, cv))
+        task.layer, task.gen = layer, gen
+        self._extract_task = self.runner.submit(task)
+
+    def _vectors_done(self, gen: int, layer: int, cv) -> None:
+        if gen != self._gen:
+            return
+        self._vectors[layer] = cv
+        self._set_status(f"Document vectors ready: {len(cv.ids):,} documents at layer {layer}.")
+        self.vectors_ready.emit(layer)
+        if layer == self.layer:
+            self._refresh_inspect()
+
+    def _tokens_done(self, teacher_gen: int, key, view) -> None:
+        if teacher_gen != self._teacher_gen:
+            return
+        self._tokens[key] = view
+        while len(self._tokens) > TOKEN_CACHE_SIZE:
+            self._tokens.popitem(last=False)
+        if key == self._token_key(self.current_entry()):
+            self._refresh_inspect()
+
+    def _tokens_failed(self, key, what: str, hint: str) -> None:
+        if key == self._token_key(self.current_entry()):
+            self.token_panel.show_message(f"Could not compute the token view.\n\n{what}\n{hint}".strip())
+
+    def _show_computing(self) -> None:
+        entry = self.current_entry()
+        if entry is not None and self.teacher is not None and self._token_key(entry) not in self._tokens:
+            self.token_panel.show_message("Computing…", header=entry.doc.id)
+
+    def _token_key(self, entry: Optional[Entry]):
+        return None if entry is None else (entry.doc.id, entry.doc.text, self.layer)
+
+    # ================================================================== the inspect view
+
+    def current_entry(self) -> Optional[Entry]:
+        row = self.documents.current_row()
+        return self.entries[row] if 0 <= row < len(self.entries) else None
+
+    def _refresh_inspect(self) -> None:
+        entry = self.current_entry()
+        view = self._show_tokens(entry)
+        self._show_neighbours(entry, view)
+
+    def _show_tokens(self, entry: Optional[Entry]):
+        if entry is None:
+            self.token_panel.show_message("Open a document to inspect it." if not self.entries
+                                          else "Select a document to inspect it.")
+            return None
+        if self.teacher is None:
+            if self.teacher_loading():
+                msg = f"Loading the teacher model…\n\n{self._teacher_message}".strip()
+            elif self._teacher_error:
+                msg = f"No teacher loaded: {self._teacher_error}\n\nUse the Model menu to load one."
+            else:
+                msg = "No teacher loaded. Use the Model menu to load one."
+            self.token_panel.show_message(msg, header=entry.doc.id)
+            return None
+        key = self._token_key(entry)
+        view = self._tokens.get(key)
+        if view is None:
+            # The answer takes ~50 ms: say "Computing" only if it is slower, so that walking
+            # the list with the arrow keys does not flicker.
+            self._computing_timer.start()
+            task = self._token_task
+            if task is None or task.outcome is not None or task.token_key != key:
+                shadow, text, layer, gen = self.shadow, entry.doc.text, self.layer, self._teacher_gen
+                self._token_task = self.inspector.submit(Task(
+                    "tokens", lambda state: _token_norms(shadow, text, layer, state),
+                    on_result=lambda v: self._tokens_done(gen, key, v),
+                    on_error=lambda what, hint: self._tokens_failed(key, what, hint)))
+                self._token_task.token_key = key
+            return None
+        self._tokens.move_to_end(key)
+        n = sum(1 for b in view.is_bos if not b)
+        self.token_panel.show_tokens(
+            view.tokens, view.values, view.is_bos,
+            header=f"{entry.doc.id}  ·  residual norm after block {self.layer}  ·  {n} tokens")
+        self.tokens_shown.emit()
+        return view
+
+    def _show_neighbours(self, entry: Optional[Entry], view) -> None:
+        panel = self.neighbours
+        if entry is None:
+            panel.show_message("Open a document to see the most similar documents of the corpus.")
+            return
+        header = f"Most similar documents to {entry.doc.id}"
+        cv = self._vectors.get(self.layer)
+        if cv is None:
+            if not self.corpus.documents:
+                panel.show_message("Open a corpus to compare this document with.", header)
+            elif self.teacher is None:
+                panel.show_message("Waiting for the teacher model…", header)
+            elif self.extraction_pending():
+                panel.show_message(f"Computing document vectors for {len(self.corpus):,} documents "
+                                   f"at layer {self.layer}…\n\nProgress is shown in the status bar; "
+                                   "this happens once per corpus and layer.", header)
+            else:
+                panel.show_message("Document vectors are not computed. Press F5 to compute them.", header)
+            return
+        if entry.corpus_index is not None:
+            pairs = cv.neighbours(entry.corpus_index, N_NEIGHBOURS)
+        elif view is not None:
+            pairs = cv.neighbours_of(view.pooled, N_NEIGHBOURS)
+        else:
+            panel.show_message("Computing…", header)
+            return
+        docs = self.corpus.documents
+        rows = [Neighbour(rank, cos, docs[i].label or "", docs[i].id, docs[i].text, i)
+                for rank, (i, cos) in enumerate(pairs, start=1)]
+        panel.show_rows(rows, header=f"Most similar documents to {entry.doc.id}", note=f"Cosine of z-normalized mean-pooled residuals after block "
+                                   f"{self.layer}, among {len(docs):,} documents. Double-click to open.")
+        self.neighbours_shown.emit()
+
+    # ================================================================== task feedback
+
+    def _task_progress(self, task: Task, done: int, total: int, message: str) -> None:
+        self.status.show_progress(task, done, total, message)
+        if task.key == "teacher" and message:
+            self._teacher_message = message
+            if self.teacher is None:
+                self._refresh_inspect()
+
+    def _task_failed(self, task: Task, what: str, hint: str) -> None:
+        if task.key != "tokens":  # token view errors are shown in the view itself
+            self._show_error(what, hint)
+            self._refresh_inspect()
+
+    def _task_cancelled(self, task: Task) -> None:
+        if task.key != "tokens":
+            self._set_status(f"Cancelled: {task.title}")
+            self._refresh_inspect()
+
+    def is_idle(self) -> bool:
+        return not (self.runner.is_busy() or self.io.is_busy() or self.inspector.is_busy())
+
+    def _set_status(self, text: str) -> None:
+        self.status.set_message(text)
+
+    def _show_error(self, what: str, hint: str = "") -> None:
+        """A message box that does not block the event loop (open(), not exec())."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "distillscope", what, QMessageBox.StandardButton.Ok, self)
+        if hint:
+            box.setInformativeText(hint)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.error_box = box
+        self._set_status(what)
+
+    def _update_title(self) -> None:
+        model = self.teacher.name if self.teacher is not None else "no teacher"
+        corpus = f"{self.corpus.name} ({len(self.corpus):,} documents)" if self.corpus.documents else "no corpus"
+        self.setWindowTitle(f"distillscope — {model} — {corpus}")
+
+    # ================================================================== dialogs, recent, export
+
+    def open_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Open Files", self.recent.last_folder(),
+            "Documents (*.txt *.md *.markdown *.jsonl *.csv *.tsv);;All files (*)")
+        if files:
+            self.open_paths(files)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open Folder", self.recent.last_folder())
+        if folder:
+            self.open_paths([folder])
+
+    def paste_dialog_open(self) -> PasteDialog:
+        dialog = PasteDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.paste_text(*dialog.values()))
+        dialog.open()
+        self.paste_dialog = dialog
+        return dialog
+
+    def load_model_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Load Model Folder (config.json + safetensors)",
+                                                  self.recent.last_folder())
+        if folder:
+            self.load_teacher(folder)
+
+    def load_gguf_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load GGUF Model", self.recent.last_folder(), "GGUF (*.gguf)")
+        if path:
+            self.load_teacher(path)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent.fill_menu(self.recent_menu, self._open_recent, self.open_demo)
+
+    def _open_recent(self, source: str) -> None:
+        if not Path(source).exists():
+            self.recent.remove(source)
+            self._show_error(f"{source} no longer exists.", "It was removed from the recent list.")
+            return
+        self.open_paths([source])
+
+    def export_token_png(self, path: Optional[str] = None) -> Optional[str]:
+        if not self.token_panel.tokens:
+            self._show_error("There is no token view to export.", "Select a document first.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export Token View", "tokens.png", "PNG (*.png)")
+        if path and not self.token_panel.grab().save(path, "PNG"):
+            self._show_error(f"Could not write {path}.", "Check that the folder exists and is writable.")
+            return None
+        return path or None
+
+    def export_neighbours_csv(self, path: Optional[str] = None) -> Optional[str]:
+        if not self.neighbours.model.rows:
+            self._show_error("There are no neighbours to export.", "Select a document and wait for them.")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export Neighbours", "neighbours.csv", "CSV (*.csv)")
+        if not path:
+            return None
+        try:
+            self.neighbours.write_csv(path)
+        except OSError as exc:
+            self._show_error(f"Could not write {path}: {exc.strerror}.", "Choose another place.")
+            return None
+        return path
+
+    # ================================================================== drag and drop, close
+
+    def dragEnterEvent(self, event) -> None:
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.open_paths(files, add=True)
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Cancel and join the worker threads. A model load cannot be interrupted inside
+        transformers, so closing may wait for it to finish; the window is hidden meanwhile."""
+        self.hide()
+        for runner in (self.runner, self.inspector, self.io):
+            if not runner.shutdown(timeout_ms=5_000):
+                runner._thread.wait()  # never leave a running QThread behind: Qt would abort
+
+
+# Task bodies: they import core's torch-using modules on the worker thread, never the GUI's.
+
+def _load_twins(source, state):
+    from gui.shadow import load_teacher_twins
+
+    return load_teacher_twins(source, state)
+
+
+def _corpus_vectors(teacher, documents, layer, state):
+    from core.inspect import corpus_vectors
+
+    return corpus_vectors(teacher, documents, layer, state=state)
+
+
+def _token_norms(shadow, text, layer, state):
+    from gui.shadow import token_norms_locked
+
+    return token_norms_locked(shadow, text, layer, state)
