@@ -1,0 +1,91 @@
+"""BatchTopK SAE (Bussmann, Leask & Nanda 2024), and JumpReLU, the form it takes at inference.
+
+Training keeps the k * batch largest activations over the whole batch, so a hard input may use
+many features and an easy one few, with k on average. That depends on the batch, so a global
+threshold is learned alongside: a running average of the smallest activation kept per batch.
+In eval mode `encode` keeps every activation above the threshold (a JumpReLU with one threshold
+for all features), independent of what else is in the batch. The threshold is saved per feature
+as `threshold` [d_sae], as SAELens saves JumpReLU SAEs. Unit-norm decoder and AuxK as in TopK.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.dictionaries.base import DictionaryError, SAE, register
+from core.dictionaries.topk import TopKSAE
+
+
+def batch_topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
+    pre_NF = pre.reshape(-1, pre.shape[-1])
+    flat = torch.relu(pre_NF).flatten()
+    n_keep = min(k * pre_NF.shape[0], flat.numel())
+    values, idx = flat.topk(n_keep, sorted=False)
+    return torch.zeros_like(flat).scatter(-1, idx, values).reshape(pre.shape)
+
+
+def jumprelu_activation(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    return torch.where(pre > threshold, torch.relu(pre), torch.zeros_like(pre))
+
+
+@register("batchtopk")
+class BatchTopKSAE(TopKSAE):
+    label = "BatchTopK"
+    extra_tensors = ("threshold",)
+
+    def __init__(self, cfg, seed=None):
+        super().__init__(cfg, seed=seed)
+        # Zero until the first training batch: then an eval-mode encode is a plain ReLU.
+        self.register_buffer("threshold", torch.zeros(cfg.d_sae, dtype=self.W_enc.dtype))
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return batch_topk_activation(pre, self.cfg.k)
+        return jumprelu_activation(pre, self.threshold)
+
+    @torch.no_grad()
+    def after_step(self, f_BF: torch.Tensor) -> None:
+        super().after_step(f_BF)
+        self.update_threshold(f_BF)
+
+    @torch.no_grad()
+    def update_threshold(self, f_BF: torch.Tensor) -> None:
+        """Running average of the smallest positive activation that BatchTopK kept. While the
+        threshold is still zero (a new SAE) the batch sets it outright, so it does not creep up
+        from zero over the first hundreds of steps."""
+        positive = f_BF[f_BF > 0]
+        if positive.numel() == 0:
+            return
+        smallest = positive.min().to(self.threshold.dtype)
+        if not bool((self.threshold > 0).any()):
+            self.threshold.fill_(smallest)
+        else:
+            lr = self.cfg.threshold_lr
+            self.threshold.mul_(1 - lr).add_(lr * smallest)
+
+    def cfg_json(self) -> dict:
+        data = super().cfg_json()
+        data["inference_architecture"] = "jumprelu"  # what the saved tensors amount to
+        return data
+
+
+@register("jumprelu")
+class JumpReLUSAE(SAE):
+    """Inference only: f = ReLU(pre) where pre > threshold (per feature). Loads JumpReLU SAEs
+    saved by SAELens (e.g. Gemma Scope in SAELens format) and BatchTopK SAEs exported as such."""
+
+    label = "JumpReLU (inference only)"
+    trainable = False
+    extra_tensors = ("threshold",)
+    default_normalize_decoder = False
+
+    def __init__(self, cfg, seed=None):
+        super().__init__(cfg, seed=seed)
+        self.register_buffer("threshold", torch.zeros(cfg.d_sae, dtype=self.W_enc.dtype))
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        return jumprelu_activation(pre, self.threshold)
+
+    def loss(self, x, sparsity_factor=1.0):
+        raise DictionaryError("Training a JumpReLU SAE is not supported.",
+                              "Train a BatchTopK SAE: at inference it is a JumpReLU.")
