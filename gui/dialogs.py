@@ -92,6 +92,7 @@ class ProblemsDock(QDockWidget):
             for col, item in enumerate((source, line, message)):
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # stable: a file's lines stay in order
         n = len(problems)
         self.summary.setText(f"{n} problem{'s' if n != 1 else ''} while loading documents. "
                              "The other documents loaded normally." if n else "No problems.")

@@ -124,6 +124,8 @@ class DocumentsPanel(QWidget):
         self.title.setStyleSheet("font-weight: 600;")
         self.text = QPlainTextEdit(readOnly=True)
         self.text.setPlaceholderText("Select a document to read its full text.")
+        # Qt's default tab stop is 80 px, which turns tab-indented texts into ragged columns.
+        self.text.setTabStopDistance(4 * self.text.fontMetrics().horizontalAdvance(" "))
 
         top = QWidget()
         top_layout = QVBoxLayout(top)
