@@ -39,6 +39,7 @@ class ExtractSettings:
     shard_mb: int = 64  # shard size on disk; also bounds the rows held in RAM
     dtype: str = "float32"  # stored dtype: float32, float16 or bfloat16
     include_bos: bool = False  # tokens mode: keep the BOS row (its norm dwarfs all others)
+    flush_seconds: float = 15.0  # also close a shard after this long, so a cancel loses little
 
     def validate(self) -> HookPoint:
         hook = HookPoint.parse(self.hook)
@@ -98,9 +99,14 @@ def content_mask(ids: torch.Tensor, mask: torch.Tensor, bos_id: Optional[int]) -
 class _ShardWriter:
     """Buffers rows and writes whole-document shards atomically, updating the manifest after each."""
 
-    def __init__(self, folder: Path, manifest: dict, out_dtype: torch.dtype, shard_bytes: int):
+    def __init__(self, folder: Path, manifest: dict, out_dtype: torch.dtype, shard_bytes: int,
+                 flush_seconds: float = 15.0):
         self.folder, self.manifest = folder, manifest
         self.out_dtype, self.shard_bytes = out_dtype, shard_bytes
+        # Small pooled extractions never fill a shard; flushing on time too means a cancel or
+        # crash loses at most this many seconds of work.
+        self.flush_seconds = flush_seconds
+        self.last_flush = time.monotonic()
         self.parts: dict[str, list[torch.Tensor]] = {}
         self.bytes = 0
 
@@ -108,10 +114,11 @@ class _ShardWriter:
         for key, value in tensors.items():
             self.parts.setdefault(key, []).append(value)
         self.bytes += tensors["acts"].numel() * tensors["acts"].element_size()
-        if self.bytes >= self.shard_bytes:
+        if self.bytes >= self.shard_bytes or time.monotonic() - self.last_flush > self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
+        self.last_flush = time.monotonic()
         if not self.parts:
             return
         data = {k: torch.cat(v) for k, v in self.parts.items()}
@@ -165,6 +172,7 @@ def extract(
     }
     key["settings"].pop("batch_tokens")  # batching changes speed, not results
     key["settings"].pop("shard_mb")
+    key["settings"].pop("flush_seconds")
     manifest = _resume_or_start(folder, key, ids, documents, teacher)
     if manifest["complete"]:
         return ActivationCache(folder)
@@ -176,7 +184,8 @@ def extract(
     batches = plan_batches([len(token_lists[i]) for i in todo], settings.batch_tokens)
     batches = [[todo[j] for j in batch] for batch in batches]
 
-    writer = _ShardWriter(folder, manifest, DTYPES[settings.dtype], settings.shard_mb * 2**20)
+    writer = _ShardWriter(folder, manifest, DTYPES[settings.dtype], settings.shard_mb * 2**20,
+                          settings.flush_seconds)
     bos = teacher.bos_id
     n_done, tokens_done, t0 = len(done), 0, time.monotonic()
     for batch in batches:

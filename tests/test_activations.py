@@ -84,41 +84,27 @@ def test_shards_bounded_and_written_atomically(tiny_teacher, tmp_path):
 
 def test_cancel_then_resume_gives_identical_cache(tiny_teacher, tmp_path):
     docs = make_docs(120, seed=3)
-    s = ExtractSettings(hook="resid_post.3", mode="pooled", batch_tokens=64, shard_mb=1)
-    straight = extract(tiny_teacher, docs, tmp_path / "straight", s).pooled()
+    s = ExtractSettings(hook="resid_post.3", mode="pooled", batch_tokens=64)
+    straight = extract(tiny_teacher, docs, tmp_path / "straight", s)
 
-    calls = []
-    state = TaskState(lambda done, total, msg: calls.append(done))
-    original = ExtractSettings.__dataclass_fields__  # noqa: F841 (keep flake quiet)
-
-    # Cancel after a few batches; tiny shards so some are already finished.
-    s_small = ExtractSettings(hook="resid_post.3", mode="pooled", batch_tokens=64, shard_mb=1)
-    import core.activations as A
-    real_flush_bytes = 2**20
+    # A shard per batch (flush_seconds=0), cancelled half-way through.
+    s_small = ExtractSettings(hook="resid_post.3", mode="pooled", batch_tokens=64, flush_seconds=0)
     state = TaskState(lambda done, total, msg: state.cancel() if done >= 60 else None)
-    A_shard = A._ShardWriter.__init__
+    with pytest.raises(Cancelled):
+        extract(tiny_teacher, docs, tmp_path / "resumed", s_small, state)
+    partial = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
+    assert not partial["complete"] and len(partial["shards"]) > 1
+    with pytest.raises(CacheError, match="unfinished"):
+        ActivationCache(tmp_path / "resumed")
+    done_before = {d for sh in partial["shards"] for d in sh["documents"]}
+    assert 60 <= len(done_before) < 120
 
-    def small_shards(self, folder, manifest, out_dtype, shard_bytes):
-        A_shard(self, folder, manifest, out_dtype, 32 * 4 * 10)  # a shard every ~10 documents
-    A._ShardWriter.__init__ = small_shards
-    try:
-        with pytest.raises(Cancelled):
-            extract(tiny_teacher, docs, tmp_path / "resumed", s_small, state)
-        partial = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
-        assert not partial["complete"] and 0 < len(partial["shards"])
-        with pytest.raises(CacheError, match="unfinished"):
-            ActivationCache(tmp_path / "resumed")
-        done_before = {d for sh in partial["shards"] for d in sh["documents"]}
-        seen = []
-        resumed = extract(tiny_teacher, docs, tmp_path / "resumed", s_small,
-                          TaskState(lambda d, t, m: seen.append(d)))
-    finally:
-        A._ShardWriter.__init__ = A_shard
+    seen = []
+    resumed = extract(tiny_teacher, docs, tmp_path / "resumed", s_small,
+                      TaskState(lambda d, t, m: seen.append(d)))
     assert seen[0] == len(done_before)  # started where it stopped
-    torch.testing.assert_close(resumed.pooled(), straight, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(resumed.stats()[0], ActivationCache(tmp_path / "straight").stats()[0],
-                               atol=1e-5, rtol=1e-5)
-    assert real_flush_bytes
+    torch.testing.assert_close(resumed.pooled(), straight.pooled(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(resumed.stats()[0], straight.stats()[0], atol=1e-5, rtol=1e-5)
 
 
 def test_cancel_takes_effect_within_a_block(tiny_teacher):
@@ -202,3 +188,61 @@ def _run_catch(errors, teacher, docs, folder, state):
         extract(teacher, docs, folder, ExtractSettings(hook="resid_post.3", batch_tokens=256), state)
     except Exception as exc:  # noqa: BLE001
         errors.append(exc)
+
+
+def test_time_based_flush_gives_same_vectors(tiny_teacher, tmp_path):
+    docs = make_docs(30, seed=5)
+    one = extract(tiny_teacher, docs, tmp_path / "one", ExtractSettings(hook="resid_post.1"))
+    many = extract(tiny_teacher, docs, tmp_path / "many",
+                   ExtractSettings(hook="resid_post.1", batch_tokens=32, flush_seconds=0))
+    assert len(one.manifest["shards"]) == 1 and len(many.manifest["shards"]) > 5
+    torch.testing.assert_close(one.pooled(), many.pooled())
+    torch.testing.assert_close(one.stats()[1], many.stats()[1], atol=1e-4, rtol=1e-4)
+
+
+KILL_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from core.activations import ExtractSettings, extract
+from core.models import load_teacher
+from tests.test_activations import make_docs
+teacher = load_teacher(sys.argv[1], device="cpu")
+extract(teacher, make_docs(600, seed=6), sys.argv[2],
+        ExtractSettings(hook="resid_post.3", mode="tokens", batch_tokens=32, flush_seconds=0))
+"""
+
+
+def test_sigkill_leaves_a_resumable_cache(tiny_model_dir, tiny_teacher, tmp_path):
+    """Kill an extraction at a random moment: the folder is never corrupt and resumes to the
+    same result as a straight run."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tiny_model_dir), str(folder)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        manifest = folder / "manifest.json"
+        if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 3:
+            break
+        time.sleep(0.02)
+    time.sleep(random.uniform(0, 0.3))
+    assert proc.poll() is None, "the extraction ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    settings = ExtractSettings(hook="resid_post.3", mode="tokens", batch_tokens=32, flush_seconds=0)
+    partial = ActivationCache(folder, require_complete=False)  # readable, not corrupt
+    assert partial.shard_header_ok()
+    docs = make_docs(600, seed=6)
+    resumed = extract(tiny_teacher, docs, folder, settings)
+    straight = extract(tiny_teacher, docs, tmp_path / "straight", settings)
+    assert resumed.manifest["n_rows"] == straight.manifest["n_rows"]
+    torch.testing.assert_close(resumed.stats()[0], straight.stats()[0], atol=1e-4, rtol=1e-4)
+    assert not list(folder.glob(".*tmp*"))
