@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from PySide6.QtCore import (QAbstractTableModel, QItemSelectionModel, QModelIndex,
+from PySide6.QtCore import (QItemSelectionModel, QModelIndex,
                             QSortFilterProxyModel, Qt, Signal)
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QLineEdit
 
 from core.documents import Document
 from gui.style import Placeholder, TagDelegate
+from gui.table_model import ListTableModel
 
 SNIPPET_CHARS = 160
 FILTER_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -31,30 +32,18 @@ def snippet(text: str, n: int = SNIPPET_CHARS) -> str:
     return flat if len(flat) <= n else flat[: n - 1] + "…"
 
 
-class DocumentsModel(QAbstractTableModel):
+class DocumentsModel(ListTableModel):
     COLUMNS = ("ID", "Label", "Text")
 
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.entries: list[Entry] = []
-        self._snippets: list[str] = []
+    @property
+    def entries(self) -> list[Entry]:
+        return self.rows
 
     def set_entries(self, entries: list[Entry]) -> None:
-        self.beginResetModel()
-        self.entries = list(entries)
-        self._snippets = [snippet(e.doc.text) for e in self.entries]
-        self.endResetModel()
+        self.set_rows(entries)
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.entries)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
+    def rows_changed(self) -> None:
+        self._snippets = [snippet(e.doc.text) for e in self.rows]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():

@@ -6,13 +6,14 @@ import csv
 from dataclasses import dataclass
 from typing import Optional
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRectF, Qt, Signal
+from PySide6.QtCore import QModelIndex, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QStyledItemDelegate,
                                QTableView, QVBoxLayout, QWidget)
 
 from gui.documents_panel import snippet
 from gui.style import Placeholder, TagDelegate
+from gui.table_model import ListTableModel
 
 
 @dataclass(frozen=True)
@@ -25,28 +26,8 @@ class Neighbour:
     corpus_index: int
 
 
-class NeighboursModel(QAbstractTableModel):
+class NeighboursModel(ListTableModel):
     COLUMNS = ("#", "Cosine", "Label", "ID", "Text")
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.rows: list[Neighbour] = []
-
-    def set_rows(self, rows: list[Neighbour]) -> None:
-        self.beginResetModel()
-        self.rows = list(rows)
-        self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.COLUMNS[section]
-        return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
