@@ -256,10 +256,11 @@ def _finish(folder: Path, manifest: dict) -> None:
     total_sq = torch.zeros_like(total)
     n_tokens = 0
     for shard in manifest["shards"]:
-        data = load_file(str(folder / shard["file"]))
-        total += data["stat_sum"]
-        total_sq += data["stat_sumsq"]
-        n_tokens += int(data["n_tokens"].sum()) if "n_tokens" in data else int(shard["rows"])
+        with safe_open(str(folder / shard["file"]), "pt") as data:  # reads only what is asked
+            total += data.get_tensor("stat_sum")
+            total_sq += data.get_tensor("stat_sumsq")
+            has_counts = "n_tokens" in data.keys()
+            n_tokens += int(data.get_tensor("n_tokens").sum()) if has_counts else int(shard["rows"])
     count = max(manifest["n_rows"], 1)
     mean = total / count
     var = (total_sq / count - mean * mean).clamp(min=0)
@@ -339,15 +340,6 @@ class ActivationCache:
             out[data["doc_index"]] = data["acts"].float()
         return out
 
-    def n_tokens_per_document(self) -> torch.Tensor:
-        out = torch.zeros(len(self.document_ids), dtype=torch.long)
-        for data in self.shards():
-            if "n_tokens" in data:
-                out[data["doc_index"]] = data["n_tokens"]
-            else:
-                out.index_add_(0, data["doc_index"], torch.ones_like(data["doc_index"]))
-        return out
-
     def shard_header_ok(self) -> bool:
         """Cheap integrity check of every shard header without reading the tensors."""
         for shard in self.manifest["shards"]:
@@ -376,6 +368,6 @@ def document_activations(teacher: Teacher, text: str, hook: HookPoint | str,
     token_ids = teacher.tokenize([text], max_length)[0]
     ids, mask = pad_batch([token_ids], teacher.pad_id)
     acts = capture(teacher, ids, mask, [hook], state)[hook][0].float().cpu()
-    tokens = [teacher.tokenizer.decode([t]) for t in token_ids]
+    tokens = teacher.token_strings(token_ids)
     bos = teacher.bos_id
     return DocumentActivations(token_ids, tokens, acts, [t == bos for t in token_ids])

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -70,7 +71,9 @@ class Teacher:
     device: torch.device
     dtype: torch.dtype
     fingerprint: str
-    extra: dict = field(default_factory=dict)
+    # A fast tokenizer is not thread-safe (each call sets truncation on the Rust backend), and the
+    # GUI tokenizes from two threads; copies made with dataclasses.replace share this lock.
+    tokenizer_lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def config(self):
@@ -97,9 +100,6 @@ class Teacher:
     def d_mlp(self) -> int:
         return int(getattr(self.text_config, "intermediate_size", 4 * self.d_model))
 
-    def hook_width(self, hook: HookPoint) -> int:
-        return self.d_model  # residual, MLP input and MLP output all live in the model width
-
     def identity(self) -> dict:
         """What an activation cache records to know which model produced it."""
         return {
@@ -118,8 +118,14 @@ class Teacher:
 
     def tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         """Token ids per text (BOS added as the model expects), truncated to max_length."""
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)
+        with self.tokenizer_lock:
+            enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)
         return [list(ids) for ids in enc["input_ids"]]
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        """Each token decoded on its own, for display."""
+        with self.tokenizer_lock:
+            return [self.tokenizer.decode([t]) for t in token_ids]
 
     @property
     def bos_id(self) -> Optional[int]:

@@ -34,7 +34,3 @@ class TaskState:
         """Raise Cancelled if cancel() was called; tasks call this at least once a second."""
         if self._cancel.is_set():
             raise Cancelled()
-
-
-def null_state() -> TaskState:
-    return TaskState()

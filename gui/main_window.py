@@ -631,6 +631,6 @@ def _corpus_vectors(teacher, documents, layer, state):
 
 
 def _token_norms(shadow, text, layer, state):
-    from gui.shadow import token_norms_locked
+    from core.inspect import token_norms
 
-    return token_norms_locked(shadow, text, layer, state)
+    return token_norms(shadow, text, layer, state=state)
