@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Optional
@@ -10,11 +11,11 @@ from typing import Optional
 from core.errors import DistillscopeError
 
 
-def _progress_bar():
+def _progress_bar(unit: str = "doc"):
     """A terminal progress bar fed by TaskState callbacks."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1, unit="doc", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=1, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
     def update(done: int, total: int, message: str) -> None:
         if bar.total != total:
@@ -94,6 +95,126 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="run a training job from a TOML spec (headless)",
+                       description="Run the job a spec describes, writing the same run folder the "
+                                   "app shows. Under `torchrun --nproc-per-node N` it trains "
+                                   "data-parallel. Ctrl-C cancels after a checkpoint.")
+    p.add_argument("spec", nargs="?", help="the job spec (.toml)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run folder (or run id) from its checkpoint")
+    p.add_argument("--describe", action="store_true", help="print every setting with its help and range")
+    p.add_argument("--write-default", metavar="FILE", help="write a default spec to FILE and exit")
+
+
+def _add_runs(sub) -> None:
+    sub.add_parser("runs", help="list the runs in the data folder with their states")
+
+
+def cmd_train(args) -> int:
+    from core.jobs import JobSpec, Run, runs_root
+    from core.jobs.spec import describe_spec
+
+    if args.describe:
+        for section, entries in describe_spec().items():
+            print(f"[{section}]")
+            for e in entries:
+                bounds = " ".join(x for x in (f"min {e['min']}" if e["min"] is not None else "",
+                                              f"max {e['max']}" if e["max"] is not None else "",
+                                              f"one of {', '.join(map(str, e['choices']))}" if e["choices"] else "") if x)
+                print(f"  {e['name']} ({e['type']}, default {e['default']!r}{'; ' + bounds if bounds else ''})")
+                print(f"      {e['help']}")
+        return 0
+    if args.write_default:
+        from core.paths import atomic_write_text
+        atomic_write_text(args.write_default, JobSpec().to_toml())
+        print(f"wrote {args.write_default}")
+        return 0
+    if bool(args.spec) == bool(args.resume):
+        raise DistillscopeError("Give either a spec file or --resume RUN.",
+                                "e.g. distillscope train job.toml, or distillscope train --resume RUN_FOLDER")
+    world = _init_distributed()
+    if args.resume:
+        folder = args.resume if "/" in args.resume or os.path.isdir(args.resume) else runs_root() / args.resume
+        run = Run(folder)
+        if not (run.folder / "spec.toml").is_file():
+            raise DistillscopeError(f"'{args.resume}' is not a run folder.", "Pass the folder `distillscope runs` lists.")
+        run.spec  # a clear error now if the spec no longer reads
+    else:
+        spec = JobSpec.from_toml_file(args.spec)
+        run = _shared_run(lambda: Run.create(spec), world)
+    return _execute_with_bar(run, world)
+
+
+def _init_distributed() -> int:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPU, else gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        use_cuda = torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return world
+
+
+def _shared_run(make, world: int):
+    """Rank 0 creates the run folder; the others learn its path."""
+    from core.jobs import Run
+
+    if world == 1:
+        return make()
+    import torch.distributed as dist
+
+    box = [str(make().folder) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return Run(box[0])
+
+
+def _execute_with_bar(run, world: int) -> int:
+    import signal
+
+    from core.jobs import JobContext, execute
+
+    rank = 0
+    if world > 1:
+        import torch.distributed as dist
+        rank = dist.get_rank()
+    bar, update = _progress_bar(unit="step") if rank == 0 else (None, None)
+    on_event = (lambda kind, _id, p: update(p["done"], p["total"], p["message"]) if kind == "progress" else None)
+    ctx = JobContext(run, on_event if bar else None, main=rank == 0)
+    previous = signal.signal(signal.SIGINT, lambda *_: ctx.cancel())  # first Ctrl-C: checkpoint, stop
+    try:
+        final = execute(run, ctx)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if bar:
+            bar.close()
+        if world > 1:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+    if rank == 0:
+        status = run.status()
+        print(f"{final}: {status.get('message', '')}", file=sys.stderr)
+        for key, value in (status.get("evaluation") or {}).items():
+            print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+        print(f"run folder: {run.folder}")
+    return {"done": 0, "cancelled": 130}.get(final, 1)
+
+
+def cmd_runs(args) -> int:
+    from core.jobs import list_runs, runs_root
+
+    runs = list_runs()
+    if not runs:
+        print(f"no runs in {runs_root()}")
+    for run in runs:
+        status = run.status()
+        print(f"{run.effective_state(status):<11} step {status.get('step', 0):>7,}  {run.id}")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
@@ -106,9 +227,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--version", action="version", version="distillscope 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_extract(sub)
+    _add_train(sub)
+    _add_runs(sub)
     args = parser.parse_args(argv)
     try:
-        return {"extract": cmd_extract}[args.command](args)
+        return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command again to resume.",
               file=sys.stderr)

@@ -113,6 +113,158 @@ def batch_metrics(sae: SAE, x: torch.Tensor, out: dict) -> dict:
     return m
 
 
+class Trainer:
+    """The Adam loop every architecture shares, one step at a time, so a job can pause, save a
+    checkpoint and resume exactly: `state_tensors()` + `state_meta()` hold everything a resumed
+    run needs (moments, step, data position, dead-feature counters, RNG).
+
+    Data parallel (torch.distributed initialised, world size W > 1): every rank reads the same
+    global batch and trains on its 1/W slice; gradients are summed across ranks with each
+    rank's loss weighted by its share of rows, so the step equals the single-process step on
+    the whole batch. Dead-feature counters and BatchTopK's threshold are synchronised too.
+    (BatchTopK's top-k then runs per rank, over B/W rows, not over the whole batch.)
+    """
+
+    def __init__(self, sae: SAE, cfg: TrainConfig):
+        try:
+            cfg.validate()
+        except ValueError as exc:
+            raise DictionaryError(f"The training settings are invalid: {exc}",
+                                  "Correct the setting and try again.")
+        self.sae, self.cfg = sae, cfg
+        self.total_steps = cfg.total_steps
+        self.peak_lr = cfg.resolved_lr(sae.d_sae)
+        self.opt = torch.optim.Adam(sae.parameters(), lr=self.peak_lr,
+                                    betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.step = 0  # optimizer steps taken
+        self.tokens = 0  # global rows trained on
+        self.batches = 0  # batches consumed from the data (the data position)
+        self.lr = 0.0
+        self.world, self.rank = _world()
+        sae.train()
+
+    @property
+    def done(self) -> bool:
+        return self.tokens >= self.cfg.total_tokens
+
+    def train_step(self, x: torch.Tensor) -> dict:
+        """One optimizer step on a global batch x [B, d_in]; returns the loss dict of this rank."""
+        sae, cfg = self.sae, self.cfg
+        if x.shape[-1] != sae.d_in:
+            raise DictionaryError(f"The activations have width {x.shape[-1]}, but the SAE reads "
+                                  f"d_in = {sae.d_in}.", "Create the SAE with d_in equal to the "
+                                  "hidden size at the hook the activations come from.")
+        x = x.reshape(-1, sae.d_in).to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
+        n_global = x.shape[0]
+        if self.step == 0:
+            _prepare(sae, x, cfg)  # every rank sees the same global batch: same initialisation
+        local = x.tensor_split(self.world)[self.rank] if self.world > 1 else x
+        self.lr = self.peak_lr * lr_factor(self.step, self.total_steps, cfg.warmup_steps, cfg.decay_start)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr
+        warm = cfg.l1_warmup_fraction * self.total_steps
+        out = sae.loss(local, sparsity_factor=min(1.0, (self.step + 1) / warm) if warm > 0 else 1.0)
+        if not torch.isfinite(out["loss"]):
+            raise DictionaryError(f"Training diverged at step {self.step:,} (the loss is not finite).",
+                                  "Lower the learning rate, or turn on input normalization.")
+        self.opt.zero_grad(set_to_none=True)
+        if self.world > 1:
+            (out["loss"] * (local.shape[0] / n_global)).backward()
+            _all_reduce_grads(sae)
+        else:
+            out["loss"].backward()
+        if sae.normalize_decoder:
+            sae.remove_parallel_grad()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        self.opt.step()
+        if sae.normalize_decoder:
+            sae.set_decoder_norm_to_unit()
+        before = sae.tokens_since_fired.clone() if self.world > 1 else None
+        sae.after_step(out["feature_acts"].detach())
+        if self.world > 1:
+            _sync_bookkeeping(sae, out["feature_acts"].detach(), before, n_global, self.world)
+        self.step += 1
+        self.batches += 1
+        self.tokens += n_global
+        out["x"] = local
+        return out
+
+    def metrics(self, out: dict) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "lr": self.lr,
+                **batch_metrics(self.sae, out["x"], out)}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Optimizer moments, dead-feature counters and RNG state, as plain tensors (safetensors)."""
+        tensors = {"tokens_since_fired": self.sae.tokens_since_fired.detach().cpu().clone(),
+                   "rng_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.sae.W_enc.is_cuda:
+            tensors["rng_cuda"] = torch.cuda.get_rng_state(self.sae.W_enc.device)
+        for i, p in enumerate(self.sae.parameters()):
+            for key, value in self.opt.state.get(p, {}).items():
+                tensors[f"opt.{i}.{key}"] = value.detach().cpu().clone().reshape(value.shape)
+        return {k: v.contiguous() for k, v in tensors.items()}
+
+    def state_meta(self) -> dict:
+        return {"step": self.step, "tokens": self.tokens, "batches": self.batches,
+                "input_scale": self.sae.cfg.input_scale, "world": self.world}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Continue from a checkpoint: SAE weights are loaded separately (SAE.load)."""
+        device = self.sae.W_enc.device
+        self.step, self.tokens, self.batches = int(meta["step"]), int(meta["tokens"]), int(meta["batches"])
+        self.sae.cfg.input_scale = float(meta["input_scale"])
+        self.sae.tokens_since_fired.copy_(tensors["tokens_since_fired"].to(device))
+        for i, p in enumerate(self.sae.parameters()):
+            moments = {key.split(".", 2)[2]: value.to(device) for key, value in tensors.items()
+                       if key.startswith(f"opt.{i}.")}
+            if moments:
+                if "step" in moments:  # Adam keeps its step count as a CPU float tensor
+                    moments["step"] = moments["step"].cpu()
+                self.opt.state[p] = moments
+        torch.set_rng_state(tensors["rng_cpu"])
+        if "rng_cuda" in tensors and self.sae.W_enc.is_cuda:
+            torch.cuda.set_rng_state(tensors["rng_cuda"], self.sae.W_enc.device)
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _all_reduce_grads(sae: SAE) -> None:
+    import torch.distributed as dist
+
+    grads = [p.grad for p in sae.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective instead of four
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+@torch.no_grad()
+def _sync_bookkeeping(sae: SAE, f_local: torch.Tensor, before: torch.Tensor, n_global: int,
+                      world: int) -> None:
+    """Make every rank's dead-feature counters (and BatchTopK threshold) what one process that
+    saw the whole batch would hold: fired anywhere resets, otherwise the whole batch counts."""
+    import torch.distributed as dist
+
+    fired = (f_local.reshape(-1, f_local.shape[-1]) > 0).any(0).to(torch.int32)
+    dist.all_reduce(fired, op=dist.ReduceOp.MAX)
+    sae.tokens_since_fired.copy_(before + n_global)
+    sae.tokens_since_fired[fired.bool()] = 0
+    if hasattr(sae, "threshold"):
+        dist.all_reduce(sae.threshold)
+        sae.threshold /= world
+
+
 def train_sae(sae: SAE, batch_iter: Iterable[torch.Tensor], cfg: TrainConfig,
               on_metrics: Optional[MetricsCallback] = None, state: Optional[TaskState] = None) -> dict:
     """Train `sae` in place on batches x [B, d_in] until cfg.total_tokens or the data end.
@@ -122,71 +274,34 @@ def train_sae(sae: SAE, batch_iter: Iterable[torch.Tensor], cfg: TrainConfig,
     tracking; `on_metrics(dict)` every cfg.log_every steps and at the end with step, tokens, lr,
     loss, mse, explained_variance, l0, l1, dead_fraction (+ l1_penalty / aux / threshold).
     Checks `state` for cancellation every step (raises core.errors.Cancelled) and reports progress.
-    Returns the last metrics.
+    Returns the last metrics. (The jobs framework drives a `Trainer` itself, with checkpoints.)
     """
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise DictionaryError(f"The training settings are invalid: {exc}",
-                              "Correct the setting and try again.")
+    trainer = Trainer(sae, cfg)
     state = state or TaskState()
-    total_steps = cfg.total_steps
-    device, dtype = sae.W_enc.device, sae.W_enc.dtype
-    sae.train()
-    peak_lr = cfg.resolved_lr(sae.d_sae)
-    opt = torch.optim.Adam(sae.parameters(), lr=peak_lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
-    step, tokens, metrics = 0, 0, {}
-    last_report = 0.0
-    state.report(0, total_steps, "Starting")
+    metrics, out, last_report = {}, None, 0.0
+    state.report(0, trainer.total_steps, "Starting")
     for x in batch_iter:
         state.check_cancelled()
-        if x.shape[-1] != sae.d_in:
-            raise DictionaryError(f"The activations have width {x.shape[-1]}, but the SAE reads "
-                                  f"d_in = {sae.d_in}.", "Create the SAE with d_in equal to the "
-                                  "hidden size at the hook the activations come from.")
-        x = x.reshape(-1, sae.d_in).to(device=device, dtype=dtype)
-        if step == 0:
-            _prepare(sae, x, cfg)
-        lr = peak_lr * lr_factor(step, total_steps, cfg.warmup_steps, cfg.decay_start)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        warm = cfg.l1_warmup_fraction * total_steps
-        out = sae.loss(x, sparsity_factor=min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
-        if not torch.isfinite(out["loss"]):
-            raise DictionaryError(f"Training diverged at step {step:,} (the loss is not finite).",
-                                  "Lower the learning rate, or turn on input normalization.")
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if sae.normalize_decoder:
-            sae.remove_parallel_grad()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
-        opt.step()
-        if sae.normalize_decoder:
-            sae.set_decoder_norm_to_unit()
-        sae.after_step(out["feature_acts"].detach())
-        step += 1
-        tokens += x.shape[0]
-        done = tokens >= cfg.total_tokens
-        if step % cfg.log_every == 0 or done:
-            metrics = {"step": step, "tokens": tokens, "lr": lr, **batch_metrics(sae, x, out)}
+        out = trainer.train_step(x)
+        if trainer.step % cfg.log_every == 0 or trainer.done:
+            metrics = trainer.metrics(out)
             if on_metrics is not None:
                 on_metrics(metrics)
         now = time.monotonic()
-        if now - last_report > 0.1 or done:
+        if now - last_report > 0.1 or trainer.done:
             last_report = now
-            state.report(min(step, total_steps), total_steps,
-                         f"step {step:,}/{total_steps:,}, loss {float(out['loss'].detach()):.4g}")
-        if done:
+            state.report(min(trainer.step, trainer.total_steps), trainer.total_steps,
+                         f"step {trainer.step:,}/{trainer.total_steps:,}, loss {float(out['loss'].detach()):.4g}")
+        if trainer.done:
             break
-    if step == 0:
+    if out is None:
         raise DictionaryError("There were no activations to train on.", "Check the activation cache.")
-    if metrics.get("step") != step:  # data ended between log steps: report the last batch
-        metrics = {"step": step, "tokens": tokens, "lr": lr, **batch_metrics(sae, x, out)}
+    if metrics.get("step") != trainer.step:  # data ended between log steps: report the last batch
+        metrics = trainer.metrics(out)
         if on_metrics is not None:
             on_metrics(metrics)
-    ended = step if tokens < cfg.total_tokens else total_steps  # data may end early
-    state.report(ended, ended, f"Finished after {step:,} steps ({tokens:,} tokens)")
+    ended = trainer.step if not trainer.done else trainer.total_steps  # data may end early
+    state.report(ended, ended, f"Finished after {trainer.step:,} steps ({trainer.tokens:,} tokens)")
     return metrics
 
 
@@ -283,5 +398,5 @@ def activation_batches(cache, batch_size: int, seed: int = 0, epochs: int = 1,
         yield carry
 
 
-__all__ = ["TrainConfig", "lr_factor", "train_sae", "evaluate", "activation_batches", "batch_metrics",
+__all__ = ["TrainConfig", "Trainer", "lr_factor", "train_sae", "evaluate", "activation_batches", "batch_metrics",
            "describe"]
