@@ -170,6 +170,10 @@ class Runner:
         self._emit("state", run.id, {"state": "queued", "message": "Waiting to start"})
         self._queue.put(run)
 
+    def queued_ids(self) -> list[str]:
+        with self._lock:
+            return [run.id for run in self._queued]
+
     def is_busy(self) -> bool:
         with self._lock:
             return self.active is not None or bool(self._queued)
