@@ -1,4 +1,6 @@
-"""The main window: documents on the left, the inspect view (tokens + similar documents) on the right.
+"""The main window. Inspect tab: documents on the left, the inspect view (tokens + similar documents)
+on the right. Training tab: runs and live curves (gui/training_view.py); Train > New Training Run
+opens the wizard (gui/wizard.py).
 
 Three worker threads (gui/worker.py), so nothing waits behind something slow:
   runner    teacher loading and corpus extraction (long, with progress, cancellable),
@@ -17,7 +19,7 @@ from typing import Optional
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QSpinBox, QSplitter,
-                               QStyle, QVBoxLayout, QWidget)
+                               QStyle, QTabWidget, QVBoxLayout, QWidget)
 
 from core import paths
 from core.documents import SUPPORTED, Corpus, Document, from_text, load_demo, load_paths
@@ -111,11 +113,21 @@ class MainWindow(QMainWindow):
         main.addWidget(right)
         main.setSizes([450, 830])
         main.setChildrenCollapsible(False)
-        central = QWidget()
-        layout = QVBoxLayout(central)
+        inspect = QWidget()
+        layout = QVBoxLayout(inspect)
         layout.setContentsMargins(8, 6, 8, 4)
         layout.addWidget(main)
-        self.setCentralWidget(central)
+        # The Training tab (and the job runner, which imports torch) is built when first shown.
+        self.training_tab = QWidget()
+        QVBoxLayout(self.training_tab).setContentsMargins(0, 0, 0, 0)
+        self.training_view = None
+        self.run_bridge = None
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(inspect, "Inspect")
+        self.tabs.addTab(self.training_tab, "Training")
+        self.tabs.currentChanged.connect(lambda i: self.ensure_training_view() if i == 1 else None)
+        self.setCentralWidget(self.tabs)
 
         self.problems = ProblemsDock(self)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.problems)
@@ -157,6 +169,12 @@ class MainWindow(QMainWindow):
         self.act_filter = self._action("&Filter Documents", self.documents.focus_filter, "Ctrl+F")
         self.act_bundled = self._action("Load &Bundled Teacher", lambda: self.load_teacher("bundled"))
         self.act_model_dir = self._action("Load Model &Folder…", self.load_model_folder_dialog)
+        self.act_new_run = self._action("&New Training Run…", self.new_training_run, "Ctrl+T",
+                                        SP.SP_MediaPlay, "Set up and launch a training run (Ctrl+T)")
+        self.act_open_spec = self._action("Open Job &Spec…", self.open_spec_dialog,
+                                          tip="Open a TOML job spec in the training wizard")
+        self.act_show_inspect = self._action("&Inspect", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1")
+        self.act_show_training = self._action("&Training Runs", lambda: self.tabs.setCurrentIndex(1), "Ctrl+2")
         self.act_gguf = self._action("Load &GGUF File…", self.load_gguf_dialog)
 
         bar = self.menuBar()
@@ -177,6 +195,12 @@ class MainWindow(QMainWindow):
         view.addAction(self.act_filter)
         view.addAction(self.act_recompute)
         view.addAction(self.problems.toggleViewAction())
+        view.addSeparator()
+        view.addAction(self.act_show_inspect)
+        view.addAction(self.act_show_training)
+        train = bar.addMenu("&Train")
+        train.addAction(self.act_new_run)
+        train.addAction(self.act_open_spec)
         model = bar.addMenu("&Model")
         for a in (self.act_bundled, self.act_model_dir, self.act_gguf):
             model.addAction(a)
@@ -198,6 +222,8 @@ class MainWindow(QMainWindow):
         tools.addWidget(QLabel("  Layer: "))
         tools.addWidget(self.layer_spin)
         tools.addAction(self.act_recompute)
+        tools.addSeparator()
+        tools.addAction(self.act_new_run)
 
     # ================================================================== teacher
 
@@ -603,7 +629,62 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
             self.open_paths(files, add=True)
 
+    # ================================================================== training
+
+    def ensure_training_view(self):
+        if self.training_view is None:
+            from gui.run_bridge import RunBridge
+            from gui.training_view import TrainingView
+
+            self.run_bridge = RunBridge(self)
+            self.training_view = TrainingView(self.run_bridge)
+            self.training_view.clone_requested.connect(lambda run: self.new_training_run(run.spec))
+            self.training_tab.layout().addWidget(self.training_view)
+        return self.training_view
+
+    def new_training_run(self, spec=None):
+        """Open the wizard (prefilled with `spec`, e.g. a cloned run's); Launch starts the run."""
+        from gui.wizard import TrainingWizard
+
+        self.wizard = TrainingWizard(spec, teacher=self.teacher, parent=self)
+        self.wizard.accepted.connect(lambda: self.launch_run(self.wizard.spec()))
+        self.wizard.open()
+        return self.wizard
+
+    def launch_run(self, spec):
+        self.ensure_training_view()
+        self.tabs.setCurrentIndex(1)
+        run = self.run_bridge.launch(spec)
+        self._set_status(f"Started training run {run.id}")
+        return run
+
+    def open_spec_dialog(self, path: Optional[str] = None):
+        from core.errors import DistillscopeError
+        from core.jobs import JobSpec
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Open Job Spec", "", "TOML (*.toml)")
+        if not path:
+            return None
+        try:
+            spec = JobSpec.from_toml_file(path)
+        except DistillscopeError as exc:
+            self._show_error(exc.what, exc.hint)
+            return None
+        return self.new_training_run(spec)
+
+    def training_active(self) -> bool:
+        return self.run_bridge is not None and self.run_bridge.active_run_id() is not None
+
     def closeEvent(self, event) -> None:
+        if self.training_active() and self.isVisible():
+            answer = QMessageBox.question(
+                self, "Training in progress",
+                "A training run is in progress. Quit anyway? It stops at a checkpoint, and "
+                "Resume in the Training tab continues it later.")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
         self.shutdown()
         super().closeEvent(event)
 
@@ -611,6 +692,8 @@ class MainWindow(QMainWindow):
         """Cancel and join the worker threads. A model load cannot be interrupted inside
         transformers, so closing may wait for it to finish; the window is hidden meanwhile."""
         self.hide()
+        if self.run_bridge is not None:
+            self.run_bridge.shutdown()  # cancels the active run, which writes a checkpoint
         for runner in (self.runner, self.inspector, self.io):
             if not runner.shutdown(timeout_ms=5_000):
                 runner._thread.wait()  # never leave a running QThread behind: Qt would abort

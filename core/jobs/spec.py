@@ -62,6 +62,9 @@ class DataSpec:
 
     def validate(self) -> None:
         check_fields(self)
+        for name in ("teacher", "corpus"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"'{name}' must not be empty ({DataSpec.__dataclass_fields__[name].metadata['help']})")
         try:
             HookPoint.parse(self.hook)
         except ValueError as exc:
@@ -105,6 +108,13 @@ class JobSpec:
     data: DataSpec = field(default_factory=DataSpec)
     sae: dict = field(default_factory=_default_sae)  # SAEConfig fields, less DERIVED_SAE_FIELDS
     train: TrainConfig = field(default_factory=_default_train)
+
+    def __post_init__(self):
+        # Every SAE setting is spelled out, so a saved spec documents itself and compares equal
+        # to the same spec written with fewer keys.
+        defaults = {f.name: f.default for f in fields(SAEConfig)
+                    if f.name not in DERIVED_SAE_FIELDS and f.default is not dataclasses.MISSING}
+        self.sae = {**defaults, **_default_sae(), **self.sae}
 
     def sae_config(self, d_in: int, hook_name: str = "", model_name: str = "") -> SAEConfig:
         return SAEConfig(d_in=d_in, hook_name=hook_name, model_name=model_name, **self.sae)

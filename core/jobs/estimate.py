@@ -1,0 +1,179 @@
+"""What a job will cost before it starts: tokens, steps, cache disk, memory, and time measured by
+a short calibration on this device (a few real training steps at the job's sizes, and one
+teacher forward pass when a teacher is at hand)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from core.dictionaries.base import DTYPES, create
+from core.dictionaries.train import Trainer
+from core.jobs.spec import JobSpec
+from core.progress import TaskState
+
+
+@dataclass
+class Estimate:
+    documents: int
+    tokens: int  # content tokens in the corpus (BOS excluded), counted or estimated
+    tokens_counted: bool  # True: tokenized; False: estimated from characters
+    steps: int
+    epochs: float  # passes over the training tokens
+    cache_bytes: int  # disk for the activation cache (0 when streaming or already cached)
+    cache_reused: bool
+    memory_bytes: int  # SAE + gradients + Adam + one batch's activations, plus the teacher
+    seconds_per_step: float  # measured here
+    extract_tokens_per_s: Optional[float]  # measured here when a teacher was given
+    seconds: Optional[float]  # whole job: extraction (if needed) + training
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(label, value) rows for a table, in plain words."""
+        def size(n: float) -> str:
+            for unit in ("B", "KB", "MB", "GB", "TB"):
+                if n < 1024 or unit == "TB":
+                    return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+                n /= 1024
+        def duration(s: Optional[float]) -> str:
+            if s is None:
+                return "unknown"
+            return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+        tokens = f"{self.tokens:,}" + ("" if self.tokens_counted else " (estimated from characters)")
+        rows = [("Documents", f"{self.documents:,}"), ("Tokens in the corpus", tokens),
+                ("Training", f"{self.steps:,} steps, {self.epochs:.1f} passes over the data"),
+                ("Disk for the cache", "reused, already extracted" if self.cache_reused else size(self.cache_bytes)),
+                ("Memory", size(self.memory_bytes)),
+                ("Speed (measured)", f"{self.seconds_per_step * 1000:,.0f} ms per step on {self.device}"),
+                ("Time", duration(self.seconds))]
+        if self.extract_tokens_per_s:
+            rows.insert(6, ("Teacher (measured)", f"{self.extract_tokens_per_s:,.0f} tokens/s"))
+        return rows
+
+
+def estimate(spec: JobSpec, documents: Sequence, teacher=None, calibration_steps: int = 3,
+             state: Optional[TaskState] = None) -> Estimate:
+    """Cost of `spec` over `documents` (objects with .text). With `teacher` (a core Teacher of
+    the spec's model), tokens are counted and extraction speed measured; without, tokens are
+    estimated at 4 characters each and only training is timed."""
+    state = state or TaskState()
+    spec.validate()
+    notes = []
+    if teacher is not None:
+        d_model, device = teacher.d_model, teacher.device
+        state.report(0, 3, "Counting tokens")
+        token_lists = teacher.tokenize([d.text for d in documents], spec.data.max_length)
+        bos = teacher.bos_id
+        tokens = sum(len(t) - (1 if t and t[0] == bos else 0) for t in token_lists)
+        counted = True
+    else:
+        d_model = _guess_width(spec)
+        device = torch.device("cuda" if torch.cuda.is_available() and spec.data.device != "cpu" else "cpu")
+        tokens = sum(min(len(d.text) // 4 + 1, spec.data.max_length) for d in documents)
+        counted = False
+        notes.append("Load the model to count tokens and time the teacher exactly.")
+    train_tokens = max(1, int(tokens * (1 - spec.run.eval_fraction)))
+    steps = spec.train.total_steps
+    sae_cfg = spec.sae_config(d_in=d_model)
+    bytes_per = torch.finfo(DTYPES[sae_cfg.dtype]).bits // 8
+    params = 2 * d_model * sae_cfg.d_sae + sae_cfg.d_sae + d_model
+    batch = spec.train.batch_size
+    memory = params * bytes_per * 4 + batch * sae_cfg.d_sae * 4 * 6 + batch * d_model * 4 * 4
+    if teacher is not None:
+        memory += sum(p.numel() * p.element_size() for p in teacher.model.parameters())
+
+    cache_reused, cache_bytes = False, 0
+    if spec.data.source == "cache":
+        cache_bytes = tokens * d_model * 4
+        if teacher is not None:
+            cache_reused = _cache_complete(spec, teacher, documents)
+
+    state.report(1, 3, "Timing training steps")
+    per_step = _time_training(spec, d_model, device, calibration_steps)
+    extract_rate = None
+    if teacher is not None:
+        state.report(2, 3, "Timing the teacher")
+        extract_rate = _time_teacher(spec, teacher, token_lists)
+    seconds = per_step * steps
+    needs_teacher = spec.data.source == "stream" or not cache_reused
+    if needs_teacher:
+        passes = steps * batch / max(train_tokens, 1) if spec.data.source == "stream" else 1.0
+        if extract_rate:
+            seconds += passes * tokens / extract_rate
+        else:
+            seconds = None
+    state.report(3, 3, "Estimated")
+    return Estimate(documents=len(documents), tokens=tokens, tokens_counted=counted, steps=steps,
+                    epochs=steps * batch / max(train_tokens, 1), cache_bytes=0 if cache_reused else cache_bytes,
+                    cache_reused=cache_reused, memory_bytes=memory, seconds_per_step=per_step,
+                    extract_tokens_per_s=extract_rate, seconds=seconds, device=str(device), notes=notes)
+
+
+def _guess_width(spec: JobSpec) -> int:
+    """The hidden size without loading the model: the bundled teacher's, or config.json's."""
+    import json
+    from pathlib import Path
+
+    source = spec.data.teacher
+    if source == "bundled":
+        return 640
+    config = Path(source) / "config.json"
+    try:
+        data = json.loads(config.read_text())
+        data = data.get("text_config", data)
+        return int(data["hidden_size"])
+    except (OSError, ValueError, KeyError):
+        return 1024
+
+
+def _cache_complete(spec: JobSpec, teacher, documents) -> bool:
+    from core.activations import ActivationCache, ExtractSettings
+    from core.errors import CacheError
+    from core.inspect import auto_cache_folder
+    from core.jobs.sae_job import split_documents
+
+    train_docs, _ = split_documents(documents, spec.run.eval_fraction)
+    settings = ExtractSettings(hook=spec.data.hook, mode="tokens", max_length=spec.data.max_length,
+                               batch_tokens=spec.data.batch_tokens)
+    try:
+        ActivationCache(auto_cache_folder(teacher, train_docs, settings))
+        return True
+    except CacheError:
+        return False
+
+
+def _time_training(spec: JobSpec, d_model: int, device, steps: int) -> float:
+    """Median seconds per step of the real trainer at the job's sizes, on random data."""
+    g = torch.Generator().manual_seed(0)
+    cfg = spec.sae_config(d_in=d_model)
+    trainer = Trainer(create(cfg, seed=0).to(device), spec.train)
+    x = torch.randn(spec.train.batch_size, d_model, generator=g).to(device)
+    trainer.train_step(x)  # warm-up (and data-dependent initialisation)
+    times = []
+    for _ in range(max(1, steps)):
+        t0 = time.perf_counter()
+        trainer.train_step(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def _time_teacher(spec: JobSpec, teacher, token_lists) -> Optional[float]:
+    """Tokens per second of one forward batch up to the hook, on the corpus's own documents."""
+    from core.activations import pad_batch, plan_batches
+    from core.models import HookPoint, capture
+
+    if not token_lists:
+        return None
+    batch = plan_batches([len(t) for t in token_lists], spec.data.batch_tokens)[0]
+    ids, mask = pad_batch([token_lists[i] for i in batch], teacher.pad_id)
+    hook = HookPoint.parse(spec.data.hook)
+    capture(teacher, ids[:1, :16], mask[:1, :16], [hook])  # warm-up: first calls are slow
+    t0 = time.perf_counter()
+    capture(teacher, ids, mask, [hook])
+    return float(mask.sum()) / max(time.perf_counter() - t0, 1e-6)

@@ -1,0 +1,97 @@
+"""The training wizard: a form generated from the documented configs, validation that names the
+field, cloning a spec in, and the cost page's measured estimate."""
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QWizard  # noqa: E402
+
+from core.jobs import JobSpec  # noqa: E402
+from core.jobs.spec import describe_spec  # noqa: E402
+from gui.wizard import TrainingWizard  # noqa: E402
+from tests.test_jobs import tiny_spec, write_corpus  # noqa: E402
+
+
+@pytest.fixture
+def make_wizard(qtbot):
+    made = []
+
+    def make(*args, **kw):
+        w = TrainingWizard(*args, **kw)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+    yield make
+    for w in made:
+        w.reject()
+        assert w.worker.is_finished()
+
+
+def test_settings_form_is_generated_from_the_documented_configs(make_wizard):
+    w = make_wizard()
+    forms = w.settings_page.forms
+    for section in ("train", "run"):
+        for entry in describe_spec()[section]:
+            widget = forms[section].widgets[entry["name"]]
+            assert widget.toolTip().startswith(entry["help"])
+    assert "d_in" not in forms["sae"].widgets and "architecture" not in forms["sae"].widgets
+
+
+def test_a_cloned_spec_comes_back_unchanged(make_wizard, tmp_path):
+    spec = JobSpec(sae={"architecture": "batchtopk", "d_sae": 2048, "k": 16})
+    spec.data.hook = "mlp_out.3"
+    spec.data.source = "stream"
+    spec.train.lr = 3e-4
+    spec.train.total_tokens = 123_456
+    spec.run.name = "clone me"
+    w = make_wizard(spec)
+    assert w.spec() == spec
+    assert w.method_page.architecture() == "batchtopk"
+    path = w.save_spec_dialog(str(tmp_path / "job.toml"))
+    assert JobSpec.from_toml_file(path) == spec
+
+
+def test_next_is_refused_with_a_message_naming_the_field(qtbot, make_wizard):
+    w = make_wizard()
+    w.next()
+    w.next()
+    assert w.currentPage() is w.settings_page
+    w.settings_page.forms["sae"].widgets["k"].setValue(10_000)  # more than d_sae = 4096
+    w.next()
+    assert w.currentPage() is w.settings_page
+    assert "'k'" in w.settings_page.error.text()
+    assert "border" in w.settings_page.forms["sae"].widgets["k"].styleSheet()
+    w.settings_page.forms["train"].widgets["lr"].setText("fast")
+    w.settings_page.forms["sae"].widgets["k"].setValue(32)
+    w.next()
+    assert "'lr'" in w.settings_page.error.text()
+    w.settings_page.forms["train"].widgets["lr"].setText("")  # empty: automatic
+    w.next()
+    assert w.currentPage() is w.cost_page
+
+
+def test_an_empty_teacher_is_caught_on_the_first_page(make_wizard):
+    w = make_wizard()
+    w.data_page.teacher.setText("")
+    w.next()
+    assert w.currentPage() is w.data_page and "'teacher'" in w.data_page.error.text()
+    w.data_page.teacher.setText("bundled")
+    w.next()
+    assert w.currentPage() is w.method_page and w.data_page.error.text() == ""
+
+
+def test_cost_page_measures_on_this_device(qtbot, make_wizard, tiny_model_dir, tiny_teacher, tmp_path):
+    spec = tiny_spec(tiny_model_dir, write_corpus(tmp_path / "docs.jsonl"))
+    w = make_wizard(spec, teacher=tiny_teacher)
+    assert w.teacher_matches(w.spec())
+    with qtbot.waitSignal(w.estimated, timeout=60_000):
+        w.next(), w.next(), w.next()
+    est = w.cost_page.estimate
+    assert est is not None and est.tokens_counted and est.tokens > 0
+    assert est.seconds_per_step > 0 and est.extract_tokens_per_s > 0 and est.seconds > 0
+    assert est.steps == spec.train.total_steps
+    labels = [w.cost_page.table.item(i, 0).text() for i in range(w.cost_page.table.rowCount())]
+    assert {"Tokens in the corpus", "Disk for the cache", "Memory", "Time"} <= set(labels)
+    assert w.button(QWizard.WizardButton.FinishButton).text() == "Launch"
