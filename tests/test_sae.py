@@ -262,6 +262,28 @@ def test_saelens_style_folders_load(tmp_path):
         load(normalized)
 
 
+
+def test_saelens_rescaled_decoder_norms_are_folded(tmp_path):
+    # SAELens 6 saves TopK SAEs with rescale_acts_by_decoder_norm: pre-activations times each
+    # decoder row's norm n, activations over n before decoding. Loading folds n into the weights.
+    g = torch.Generator().manual_seed(0)
+    t = {k: torch.randn(v.shape, generator=g) for k, v in good_tensors().items()}
+    t["W_dec"] *= torch.rand(48, 1, generator=g) * 3 + 0.1
+    folder = write_bad(tmp_path / "rescaled", {"architecture": "topk", "d_in": 16, "d_sae": 48, "k": 3,
+                                               "rescale_acts_by_decoder_norm": True,
+                                               "normalize_activations": "none"}, t)
+    sae = load(folder)
+    x = torch.randn(30, 16, generator=g)
+    n = t["W_dec"].norm(dim=1)
+    pre = ((x - t["b_dec"]) @ t["W_enc"] + t["b_enc"]) * n  # SAELens' own formula
+    values, idx = pre.topk(3, dim=-1)
+    f = torch.zeros_like(pre).scatter(-1, idx, values.relu())
+    x_hat, f_ours = sae(x)
+    torch.testing.assert_close(f_ours, f, rtol=1e-4, atol=1e-4)  # float32, other rounding order
+    torch.testing.assert_close(x_hat, (f / n) @ t["W_dec"] + t["b_dec"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(48))
+
+
 def test_configs_are_documented_and_validated():
     for cls in (SAEConfig, TrainConfig):
         for field in describe(cls):

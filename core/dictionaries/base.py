@@ -380,6 +380,17 @@ class SAE(nn.Module):
         self.b_dec.data /= s
         self.cfg.input_scale = 1.0
 
+    @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Turn SAELens' `rescale_acts_by_decoder_norm` form (pre-activations multiplied by each
+        decoder row's norm n, activations divided by n before decoding; what SAELens 6 saves
+        for TopK) into the plain form: W_enc, b_enc times n, W_dec rows over n. The same
+        function for every activation here, as ReLU, TopK and thresholds see pre * n either way."""
+        n_F = self.W_dec.data.norm(dim=1).clamp(min=1e-12)
+        self.W_enc.data *= n_F
+        self.b_enc.data *= n_F
+        self.W_dec.data /= n_F[:, None]
+
     # -- save / load ---------------------------------------------------------------------------
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -416,7 +427,7 @@ class SAE(nn.Module):
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "SAE":
         """Load a folder written by `save` (or by SAELens for the architectures known here)."""
         folder = Path(folder)
-        cfg = read_config(folder)
+        cfg, rescaled = _read_config(folder)
         sae = REGISTRY[cfg.architecture](cfg)
         if cls is not SAE and not isinstance(sae, cls):
             raise DictionaryError(f"'{folder}' holds a '{cfg.architecture}' SAE, not a {cls.__name__}.",
@@ -446,11 +457,19 @@ class SAE(nn.Module):
         with torch.no_grad():
             for name in expected:
                 getattr(sae, name).copy_(tensors[name].to(getattr(sae, name).dtype))
+        if rescaled:
+            sae.fold_decoder_norms()
         return sae.to(device)
 
 
 def read_config(folder: Path) -> SAEConfig:
-    """Parse and check `folder/cfg.json`; every problem becomes a DictionaryError."""
+    """Parse and check `folder/cfg.json`; every problem becomes a DictionaryError. (A SAELens
+    cfg.json may ask for decoder-norm rescaling, which SAE.load folds into the weights.)"""
+    return _read_config(folder)[0]
+
+
+def _read_config(folder: Path) -> tuple[SAEConfig, bool]:
+    """(config, whether SAELens' `rescale_acts_by_decoder_norm` is set: see SAE.load)."""
     if not folder.is_dir():
         raise DictionaryError(f"'{folder}' is not a folder.", "Choose the folder that holds cfg.json "
                               "and sae_weights.safetensors.")
@@ -481,15 +500,12 @@ def read_config(folder: Path) -> SAEConfig:
         raise DictionaryError(f"'{path}' normalizes activations with '{data['normalize_activations']}', "
                               "which distillscope cannot reproduce.",
                               "Fold the scaling factor into the weights before exporting.")
-    if data.get("rescale_acts_by_decoder_norm"):
-        raise DictionaryError(f"'{path}' rescales activations by decoder norms, which distillscope "
-                              "does not support.", "Fold the decoder norms into the encoder first.")
     try:
         cfg = SAEConfig.from_dict(data).validate()
     except (TypeError, ValueError) as exc:
         raise DictionaryError(f"'{path}' has an invalid setting: {exc}",
                               "Correct cfg.json or save the SAE again.")
-    return cfg
+    return cfg, bool(data.get("rescale_acts_by_decoder_norm"))
 
 
 def _from_saelens(data: dict) -> dict:
