@@ -284,6 +284,35 @@ def test_saelens_rescaled_decoder_norms_are_folded(tmp_path):
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(48))
 
 
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+def test_sparse_training_path_equals_dense(arch, apply_b_dec):
+    # TopK/BatchTopK train through sparse kernels (only the kept entries); loss, outputs and
+    # every gradient (AuxK included, and the input's) must equal the dense formulation.
+    from core.dictionaries import SAE
+    sae = small(arch, input_scale=1.7, apply_b_dec_to_input=apply_b_dec, dead_after_tokens=5).double()
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    sae.tokens_since_fired[:20] = 100  # dead: AuxK is on
+    x = torch.randn(64, 16, dtype=torch.float64)
+    results = []
+    for loss_fn in (sae.loss, lambda x: SAE.loss(sae, x)):  # sparse, then the base dense form
+        sae.zero_grad()
+        x_in = x.clone().requires_grad_()
+        out = loss_fn(x_in)
+        out["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in sae.named_parameters()}
+        results.append((out, grads, x_in.grad))
+    (sparse, g_sparse, gx_sparse), (dense, g_dense, gx_dense) = results
+    assert float(sparse["aux"].detach()) > 0
+    for key in ("loss", "mse", "aux", "x_hat", "feature_acts"):
+        torch.testing.assert_close(sparse[key], dense[key], msg=key)
+    for name in g_dense:
+        torch.testing.assert_close(g_sparse[name], g_dense[name], msg=name)
+    torch.testing.assert_close(gx_sparse, gx_dense)
+
+
 def test_configs_are_documented_and_validated():
     for cls in (SAEConfig, TrainConfig):
         for field in describe(cls):

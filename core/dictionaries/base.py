@@ -337,7 +337,9 @@ class SAE(nn.Module):
     @torch.no_grad()
     def record_firing(self, f_BF: torch.Tensor) -> None:
         f_NF = f_BF.reshape(-1, f_BF.shape[-1])
-        fired = (f_NF > 0).any(0)
+        if f_NF.shape[0] == 0:
+            return
+        fired = f_NF.amax(0) > 0  # = (f_NF > 0).any(0), one pass and no [N, d_sae] temporary
         self.tokens_since_fired += f_NF.shape[0]
         self.tokens_since_fired[fired] = 0
 
@@ -351,9 +353,11 @@ class SAE(nn.Module):
         changes its direction, not its norm (Bricken et al. 2023; Gao et al. 2024)."""
         if self.W_dec.grad is None:
             return
-        W_unit_FD = self.W_dec.data / self.W_dec.data.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        parallel_F = (self.W_dec.grad * W_unit_FD).sum(1, keepdim=True)
-        self.W_dec.grad -= parallel_F * W_unit_FD
+        # grad -= (grad . W) / |W|^2 * W, row by row: the same projection as through W / |W|,
+        # without [d_sae, d_in] temporaries (this runs every step).
+        W_FD, grad_FD = self.W_dec.data, self.W_dec.grad
+        norm_sq_F = torch.linalg.vector_norm(W_FD, dim=1).square().clamp(min=1e-24)
+        grad_FD.addcmul_(W_FD, (torch.linalg.vecdot(grad_FD, W_FD) / norm_sq_F)[:, None], value=-1)
 
     @torch.no_grad()
     def init_from(self, x_sample: torch.Tensor, method: str = "median") -> None:

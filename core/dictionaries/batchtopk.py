@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from core.dictionaries.base import DictionaryError, SAE, register
-from core.dictionaries.topk import TopKSAE
+from core.dictionaries.topk import Codes, TopKSAE
 
 
 def batch_topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -22,6 +22,13 @@ def batch_topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
     n_keep = min(k * pre_NF.shape[0], flat.numel())
     values, idx = flat.topk(n_keep, sorted=False)
     return torch.zeros_like(flat).scatter(-1, idx, values).reshape(pre.shape)
+
+
+def batch_topk_codes(pre_BF: torch.Tensor, k: int) -> Codes:
+    """The entries batch_topk_activation keeps, as Codes (for the sparse training path)."""
+    B, F = pre_BF.shape
+    n_keep = min(k * B, B * F)
+    return Codes.from_flat(torch.relu(pre_BF).flatten().topk(n_keep, sorted=False).indices, B, F)
 
 
 def jumprelu_activation(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -42,6 +49,9 @@ class BatchTopKSAE(TopKSAE):
         if self.training:
             return batch_topk_activation(pre, self.cfg.k)
         return jumprelu_activation(pre, self.threshold)
+
+    def select(self, pre_BF: torch.Tensor) -> Codes:
+        return batch_topk_codes(pre_BF, self.cfg.k)
 
     @torch.no_grad()
     def after_step(self, f_BF: torch.Tensor) -> None:
