@@ -72,6 +72,16 @@ def test_exact_reconstruction_recovers_everything(teacher, hook):
     assert r["n_documents"] == len(DOCS) and r["hook"] == hook
 
 
+def test_clean_loss_is_the_models_own_next_token_loss(teacher):
+    """The head sees only predicting positions, in small batches; the mean CE is unchanged."""
+    ids, mask = pad_batch(teacher.tokenize(DOCS, 128), teacher.pad_id)
+    with torch.no_grad():
+        expected = teacher.model(input_ids=ids, attention_mask=mask,
+                                 labels=ids.masked_fill(mask == 0, -100)).loss
+    r = loss_recovered(teacher, identity_sae(teacher.d_model, "resid_post.0"), DOCS, batch_tokens=40)
+    assert r["ce_clean"] == pytest.approx(float(expected), abs=1e-5)
+
+
 def test_ablation_stand_ins_match_the_ablations(teacher, tmp_path):
     d, hook = teacher.d_model, "resid_post.2"
     zero = loss_recovered(teacher, constant_sae(d, hook, torch.zeros(d)), DOCS)

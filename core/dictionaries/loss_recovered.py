@@ -95,17 +95,23 @@ def _splice(teacher: Teacher, hook: HookPoint, fn: Callable[[torch.Tensor], Opti
 
 def _ce_sum(teacher: Teacher, ids: torch.Tensor, mask: torch.Tensor, state: TaskState) -> float:
     """Summed next-token CE over real targets of one padded batch."""
+    ids, mask = ids.to(teacher.device), mask.to(teacher.device)
+    predicts = torch.zeros_like(mask, dtype=torch.bool)
+    predicts[:, :-1] = mask[:, 1:].bool()  # position t predicts a real token t + 1
+    targets = ids[:, 1:][mask[:, 1:].bool()]
     handles = [b.register_forward_pre_hook(lambda m, a: state.check_cancelled()) for b in teacher.layers]
+    # The head is vocabulary-wide (262k for Gemma: most of the cost on a CPU); feed it only the
+    # positions that predict something. Anything after it (Gemma 2's soft-capping) is elementwise.
+    head = teacher.model.get_output_embeddings()
+    if head is not None:
+        handles.append(head.register_forward_pre_hook(lambda m, a: (a[0][predicts].unsqueeze(0), *a[1:])))
     try:
-        logits = teacher.model(input_ids=ids.to(teacher.device), attention_mask=mask.to(teacher.device),
-                               use_cache=False).logits
+        logits = teacher.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     finally:
         for h in handles:
             h.remove()
-    targets = ids[:, 1:].to(logits.device)
-    valid = mask[:, 1:].bool().to(logits.device)
-    # Select before the softmax: the head is vocabulary-wide (262k for Gemma), pads are waste.
-    return float(F.cross_entropy(logits[:, :-1][valid].float(), targets[valid], reduction="sum"))
+    logits = logits[0] if head is not None else logits[predicts]
+    return float(F.cross_entropy(logits.float(), targets, reduction="sum"))
 
 
 def _recovered(ce_ablated: float, ce_sae: float, ce_clean: float) -> float:
