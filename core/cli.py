@@ -181,7 +181,7 @@ def _execute_with_bar(run, world: int) -> int:
     if world > 1:
         import torch.distributed as dist
         rank = dist.get_rank()
-    bar, update = _progress_bar(unit="step") if rank == 0 else (None, None)
+    bar, update = _progress_bar(unit="it") if rank == 0 else (None, None)
     on_event = (lambda kind, _id, p: update(p["done"], p["total"], p["message"]) if kind == "progress" else None)
     ctx = JobContext(run, on_event if bar else None, main=rank == 0)
     previous = signal.signal(signal.SIGINT, lambda *_: ctx.cancel())  # first Ctrl-C: checkpoint, stop

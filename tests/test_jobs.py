@@ -298,3 +298,17 @@ def test_torchrun_two_processes_match_one_process(tiny_model_dir, corpus, tmp_pa
     runs = list_runs(tmp_path / "data" / "runs")
     assert len(runs) == 2 and all(r.status()["state"] == "done" for r in runs)
     assert_same_weights(final_weights(runs[0]), final_weights(runs[1]), tol=1e-4)
+
+
+def test_streamed_training_resumes_exactly_too(tiny_model_dir, corpus, tmp_path):
+    spec = tiny_spec(tiny_model_dir, corpus, steps=30)
+    spec.data.source = "stream"
+    straight = Run.create(spec, tmp_path / "runs")
+    assert execute(straight) == "done"
+    split = Run.create(spec, tmp_path / "runs")
+    box, on_event = cancel_at(13)
+    box["ctx"] = JobContext(split, on_event)
+    assert execute(split, box["ctx"]) == "cancelled"
+    assert execute(split) == "done"
+    assert_same_weights(final_weights(straight), final_weights(split))
+    assert not (Path(os.environ["DISTILLSCOPE_CACHE_DIR"]) / "activations").exists()  # nothing cached

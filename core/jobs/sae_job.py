@@ -48,16 +48,17 @@ def split_documents(documents, eval_fraction: float):
 
 
 def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: JobContext,
-                 batch_size: int, drop_last: bool = True) -> Iterator[torch.Tensor]:
+                 batch_size: int, drop_last: bool = True, skip: int = 0) -> Iterator[torch.Tensor]:
     """Shuffled token activations at the hook: from an activation cache (extracted once, reused
-    by every run on the same teacher, documents and settings) or streamed from the teacher."""
+    by every run on the same teacher, documents and settings) or streamed from the teacher.
+    The first `skip` batches are passed over (a resume's data position)."""
     d = spec.data
     if d.source == "stream":
         from core.dictionaries.streaming import teacher_batches
 
         return teacher_batches(teacher, documents, d.hook, batch_size, max_length=d.max_length,
                                batch_tokens=d.batch_tokens, seed=seed, epochs=FOREVER, state=ctx,
-                               drop_last=drop_last)
+                               drop_last=drop_last, skip_batches=skip)
     from core.activations import ExtractSettings, extract
     from core.inspect import auto_cache_folder
 
@@ -66,7 +67,8 @@ def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: Job
     folder = auto_cache_folder(teacher, documents, settings)
     ctx.log(f"activation cache: {folder}")
     cache = extract(teacher, documents, folder, settings, ctx)
-    return activation_batches(cache, batch_size, seed=seed, epochs=FOREVER, drop_last=drop_last)
+    batches = activation_batches(cache, batch_size, seed=seed, epochs=FOREVER, drop_last=drop_last)
+    return itertools.islice(batches, skip, None)
 
 
 def save_checkpoint(ctx: JobContext, trainer: Trainer) -> None:
@@ -125,8 +127,7 @@ def run_sae_job(spec: JobSpec, ctx: JobContext) -> None:
 
 def _train(spec: JobSpec, ctx: JobContext, teacher: Teacher, documents, trainer: Trainer) -> None:
     cfg = spec.train
-    batches = data_batches(spec, teacher, documents, cfg.seed, ctx, cfg.batch_size)
-    batches = itertools.islice(batches, trainer.batches, None)  # the data position of a resume
+    batches = data_batches(spec, teacher, documents, cfg.seed, ctx, cfg.batch_size, skip=trainer.batches)
     ctx.step = trainer.step
     ctx.report(trainer.step, trainer.total_steps, "Training")
     out = None
