@@ -639,6 +639,7 @@ class MainWindow(QMainWindow):
             self.run_bridge = RunBridge(self)
             self.training_view = TrainingView(self.run_bridge)
             self.training_view.clone_requested.connect(lambda run: self.new_training_run(run.spec))
+            self.training_view.new_run_requested.connect(lambda: self.new_training_run())
             self.training_tab.layout().addWidget(self.training_view)
         return self.training_view
 
@@ -692,6 +693,8 @@ class MainWindow(QMainWindow):
         """Cancel and join the worker threads. A model load cannot be interrupted inside
         transformers, so closing may wait for it to finish; the window is hidden meanwhile."""
         self.hide()
+        if self.training_view is not None:
+            self.training_view.shutdown()
         if self.run_bridge is not None:
             self.run_bridge.shutdown()  # cancels the active run, which writes a checkpoint
         for runner in (self.runner, self.inspector, self.io):
