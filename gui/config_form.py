@@ -15,7 +15,7 @@ AUTO = "auto"
 
 
 def _pretty(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    return name  # as written in the TOML spec and `distillscope train --describe`
 
 
 class ConfigForm(QWidget):

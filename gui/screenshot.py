@@ -7,7 +7,10 @@ demo corpus and saves:
   long.png      a longer pasted letter (wrapping, newlines, scrolling),
   problems.png  after dropping a folder with broken files onto the window: the Problems dock,
                 while the grown corpus is extracted (progress bar and Cancel in the status bar),
-  paste.png     the Paste Text dialog.
+  paste.png     the Paste Text dialog,
+  wizard-*.png  the training wizard's four pages (data, method, settings, measured cost),
+  training.png  the Training tab with live curves of a real TopK run on layer 6 (then cancelled).
+`--only-training` skips the inspect shots.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--layer", type=int, default=6)
     parser.add_argument("--document", default="science-0017", help="id of the document to inspect")
+    parser.add_argument("--only-training", action="store_true", help="only the wizard and training shots")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,10 @@ def main(argv=None) -> int:
         print("the teacher did not load:", window.status.label.text())
         window.close()
         return 1
+    if args.only_training:
+        code = training_shots(app, window, out, args.layer)
+        window.close()
+        return code
     ids = [e.doc.id for e in window.entries]
     row = ids.index(args.document) if args.document in ids else 0
     window.documents.select_row(row)
@@ -104,7 +112,42 @@ def main(argv=None) -> int:
         _settle(app, 3.0)  # the extraction of the grown corpus is running: progress bar visible
         window.grab().save(str(out / "problems.png"))
         print("problems.png:", window.status.problems_button.text())
+    code = training_shots(app, window, out, args.layer)
     window.close()
+    return code
+
+
+def training_shots(app, window, out: Path, layer: int) -> int:
+    from core.jobs import JobSpec
+
+    spec = JobSpec()
+    spec.data.hook = f"resid_post.{layer}"
+    spec.run.name = "topk-demo-l6"
+    spec.train.total_tokens = 150_000
+    wizard = window.new_training_run(spec)
+    for name in ("data", "method", "settings"):
+        _settle(app)
+        wizard.grab().save(str(out / f"wizard-{name}.png"))
+        wizard.next()
+    _wait(app, lambda: wizard.cost_page.estimate is not None or "error" in wizard.cost_page.status.text(), 300)
+    _settle(app)
+    wizard.grab().save(str(out / "wizard-cost.png"))
+    wizard.accept()
+    view = window.training_view
+    _wait(app, lambda: window.run_bridge.active_run_id() is not None, 30)
+    run_id = window.run_bridge.active_run_id()
+    if not _wait(app, lambda: view.curves.point_count(run_id, "loss") >= 15, 900):
+        print("no curve points appeared")
+        return 1
+    _settle(app, 1.0)
+    window.grab().save(str(out / "training.png"))
+    print("training.png:", view.row(run_id).state, view.curves.point_count(run_id, "loss"), "points")
+    view.pause()
+    _wait(app, lambda: view.row(run_id).state == "paused", 10)
+    _settle(app, 1.5)
+    window.grab().save(str(out / "training-paused.png"))
+    view.cancel()
+    _wait(app, lambda: window.run_bridge.active_run_id() is None, 30)
     return 0
 
 
