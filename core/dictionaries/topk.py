@@ -15,6 +15,7 @@ the B * k kept entries, held as `Codes` (CSR row/column indices):
     forward:  values at the kept entries (gathered), x_hat = CSR(acts) @ W_dec   B*k*d_in
     backward: dL/dacts = <dL/dx_hat, W_dec rows> at the kept entries (sampled matmul),
               dW_dec = CSR^T @ dL/dx_hat, dW_enc = (CSR^T @ x_c)^T, db_enc = sum per feature
+              (CSR^T: the same arrays read as a CSC matrix, no re-sort)
 
 instead of five more dense B*d_sae*d_in products (decode, its two gradients, the encoder's two
 gradients). The gradients equal the dense ones: the top-k mask is piecewise constant, so the
@@ -47,27 +48,31 @@ def topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class Codes:
-    """The kept entries of a [B, d_sae] activation: `row`, `col` [nnz], in CSR order (by row,
-    features ascending within a row). Builds CSR matrices of any values over that pattern."""
+    """The kept entries of a [B, d_sae] activation in CSR order (by row, features ascending
+    within a row, as torch's CSR invariants ask): `crow` [B + 1], `col` [nnz], and `flat`, the
+    same positions in the flattened [B * d_sae] matrix. Builds sparse matrices of any values
+    over that pattern."""
 
-    def __init__(self, row: torch.Tensor, col: torch.Tensor, n_rows: int, d_sae: int):
-        self.row, self.col, self.shape = row, col, (n_rows, d_sae)
-        self.flat = row * d_sae + col  # positions in the flattened [B * d_sae] matrix
-        self.crow = _crow(row, n_rows)
-        self._by_feature = None  # (order, crow) of the transposed pattern, built on first use
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, flat: torch.Tensor, n_rows: int, d_sae: int):
+        self.crow, self.col, self.flat, self.shape = crow, col, flat, (n_rows, d_sae)
 
     @classmethod
     def per_row(cls, idx_BK: torch.Tensor, d_sae: int) -> "Codes":
         """From top-k indices [B, k] (any order within a row)."""
         B, k = idx_BK.shape
-        row = torch.arange(B, device=idx_BK.device).repeat_interleave(k)
-        return cls(row, idx_BK.sort(-1).values.reshape(-1), B, d_sae)
+        idx_BK = idx_BK.sort(-1).values
+        crow = torch.arange(0, B * k + 1, k, device=idx_BK.device)
+        flat = (torch.arange(B, device=idx_BK.device)[:, None] * d_sae + idx_BK).reshape(-1)
+        return cls(crow, idx_BK.reshape(-1), flat, B, d_sae)
 
     @classmethod
     def from_flat(cls, flat_idx: torch.Tensor, n_rows: int, d_sae: int) -> "Codes":
         """From positions in the flattened [B * d_sae] matrix (any order)."""
         flat_idx = flat_idx.sort().values
-        return cls(flat_idx // d_sae, flat_idx % d_sae, n_rows, d_sae)
+        row = flat_idx // d_sae
+        crow = torch.zeros(n_rows + 1, dtype=torch.long, device=flat_idx.device)
+        crow[1:] = torch.bincount(row, minlength=n_rows).cumsum(0)
+        return cls(crow, flat_idx - row * d_sae, flat_idx, n_rows, d_sae)
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """[B, d_sae] sparse CSR matrix with `values` [nnz] at the kept entries."""
@@ -75,13 +80,9 @@ class Codes:
                                        check_invariants=False)
 
     def csr_t(self, values: torch.Tensor) -> torch.Tensor:
-        """The transpose, [d_sae, B], as CSR (rows = features), for weight gradients."""
-        if self._by_feature is None:
-            order = self.col.argsort(stable=True)
-            self._by_feature = (order, _crow(self.col, self.shape[1]), self.row[order])
-        order, crow, rows = self._by_feature
-        return torch.sparse_csr_tensor(crow, rows, values[order], self.shape[::-1],
-                                       check_invariants=False)
+        """The transpose, [d_sae, B], for weight gradients: a CSC view of the same arrays (no
+        sort), which `@` multiplies as fast as a CSR matrix."""
+        return self.csr(values).t()
 
     def dense(self, values: torch.Tensor) -> torch.Tensor:
         # scatter_ into the flat view: about twice as fast on CPU as index_put_ with (row, col)
@@ -89,12 +90,6 @@ class Codes:
 
     def gather(self, dense_BF: torch.Tensor) -> torch.Tensor:
         return dense_BF.reshape(-1)[self.flat]
-
-
-def _crow(sorted_index: torch.Tensor, n: int) -> torch.Tensor:
-    crow = torch.zeros(n + 1, dtype=torch.long, device=sorted_index.device)
-    crow[1:] = torch.bincount(sorted_index, minlength=n).cumsum(0)
-    return crow
 
 
 class _PreAtCodes(torch.autograd.Function):
