@@ -51,6 +51,7 @@ X_MODES: dict[str, tuple[str, str]] = {
 # Colour-blind-friendly, distinct on white (Okabe-Ito, then tab10 extras).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7f7f7f",
            "#8c564b", "#bcbd22", "#000000"]
+DOWNSAMPLE_PER_PIXEL = 2  # peak buckets per pixel (each gives a min and a max point)
 RAW_ALPHA = 70  # of 255: the unsmoothed curve is a faint band under the smoothed one
 
 
@@ -254,8 +255,11 @@ class MetricPlot(pg.PlotWidget):
         item.setTitle(f"<span style='color:#202020; font-size:10pt'>{METRICS.get(metric, metric)}</span>")
         item.showGrid(x=True, y=True, alpha=0.2)
         item.setMenuEnabled(False, enableViewBoxMenu=True)  # no pyqtgraph "Plot Options" (log etc.)
-        item.setClipToView(True)
-        item.setDownsampling(auto=True, mode="peak")
+        # Downsampling and clip-to-view are set per curve (tune_downsampling), not here: the
+        # PlotItem would re-apply its own settings to every curve whenever one of them changes.
+        vb = item.getViewBox()
+        vb.sigStateChanged.connect(lambda _vb: self.tune_downsampling())
+        vb.sigResized.connect(lambda _vb: self.tune_downsampling())
         for side in ("left", "bottom"):
             axis = item.getAxis(side)
             axis.setTextPen("#404040")
@@ -274,11 +278,31 @@ class MetricPlot(pg.PlotWidget):
         smooth = pg.PlotDataItem(pen=pg.mkPen(colour, width=2), name=name)
         for curve in (raw, smooth):
             curve.setClipToView(True)
-            curve.setDownsampling(auto=True, method="peak")
+            curve.setDownsampling(ds=1, auto=False, method="peak")
             self.addItem(curve)
         curve = _Curve(raw, smooth)
         self.curves[run_id] = curve
         return curve
+
+    def tune_downsampling(self) -> None:
+        """Peak downsampling to about DOWNSAMPLE_PER_PIXEL buckets per pixel of width.
+
+        While the x axis follows the data (auto range), the factor comes from the number of
+        points and the plot's width: pyqtgraph's auto factor would depend on the view range,
+        which with auto range depends on the downsampled data's bounds, and for factors under
+        100 that loop can oscillate forever, repainting without end (a frozen window). Once
+        the user zooms or pans (x range set by hand), pyqtgraph's auto factor and clip-to-view
+        take over, so zooming into a long curve shows its detail."""
+        vb = self.getPlotItem().getViewBox()
+        follow = vb.autoRangeEnabled()[0]
+        buckets = max(1.0, vb.width() * DOWNSAMPLE_PER_PIXEL)
+        for curve in self.curves.values():
+            for item in (curve.raw, curve.smooth):
+                if follow:
+                    n = 0 if item.xData is None else len(item.xData)
+                    item.setDownsampling(ds=max(1, int(n / buckets)), auto=False, method="peak")
+                else:
+                    item.setDownsampling(auto=True, method="peak")
 
     def remove_curve(self, run_id: str) -> None:
         curve = self.curves.pop(run_id, None)
@@ -484,12 +508,14 @@ class CurvesPanel(QWidget):
             x, y = self.curve_data(run_id, plot.metric_key, xkey)
             smooth = ema(y, self.weight) if self.weight > 0 else y
             # connect="auto" (the default) passes skipFiniteCheck to the curve when the data
-            # is all finite; downsampling and clip-to-view are set on the items (add_curve).
+            # is all finite; downsampling follows below (MetricPlot.tune_downsampling).
             curve.raw.setData(x, y)
             curve.raw.setVisible(self.weight > 0)
             curve.smooth.setData(x, smooth)
             curve.version = series.version
             drew = True
+        if drew:
+            plot.tune_downsampling()
         return drew
 
     def curve_data(self, run_id: str, metric: str, xkey: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
