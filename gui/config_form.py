@@ -80,7 +80,7 @@ class ConfigForm(QWidget):
 
     def set_values(self, values: dict) -> None:
         for name, value in values.items():
-            w, e = self.widgets.get(name), self.entries.get(name)
+            w = self.widgets.get(name)
             if w is None:
                 continue
             if isinstance(w, QComboBox):

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QDockWidget, QFormLayout,
-                               QHeaderView, QLabel, QLineEdit, QPlainTextEdit, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+                               QHeaderView, QLabel, QLineEdit, QMessageBox, QPlainTextEdit,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from core.documents import Problem
+
+
+def show_error_box(parent: QWidget, what: str, hint: str = "") -> QMessageBox:
+    """A warning that does not block the event loop (open(), not exec()); deleted on close."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "distillscope", what, QMessageBox.StandardButton.Ok, parent)
+    if hint:
+        box.setInformativeText(hint)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()
+    return box
 
 
 class PasteDialog(QDialog):

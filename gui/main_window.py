@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QS
 
 from core import paths
 from core.documents import SUPPORTED, Corpus, Document, from_text, load_demo, load_paths
-from gui.dialogs import PasteDialog, ProblemsDock
+from gui.dialogs import PasteDialog, ProblemsDock, show_error_box
 from gui.documents_panel import DocumentsPanel, Entry
 from gui.neighbours import Neighbour, NeighboursPanel
 from gui.recent import DEMO, RecentList
@@ -530,13 +530,7 @@ class MainWindow(QMainWindow):
         self.status.set_message(text)
 
     def _show_error(self, what: str, hint: str = "") -> None:
-        """A message box that does not block the event loop (open(), not exec())."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "distillscope", what, QMessageBox.StandardButton.Ok, self)
-        if hint:
-            box.setInformativeText(hint)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
-        self.error_box = box
+        self.error_box = show_error_box(self, what, hint)
         self._set_status(what)
 
     def _update_title(self) -> None:

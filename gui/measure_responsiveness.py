@@ -23,24 +23,6 @@ import time
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def _wait(app, condition, timeout_s: float) -> bool:
-    """Run the real event loop until condition() is true (checked every 10 ms)."""
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    poll = QTimer(interval=10)
-    poll.timeout.connect(lambda: condition() and loop.quit())
-    deadline = QTimer(singleShot=True, interval=int(timeout_s * 1000))
-    deadline.timeout.connect(loop.quit)
-    poll.start()
-    deadline.start()
-    if not condition():
-        loop.exec()
-    poll.stop()
-    deadline.stop()
-    return bool(condition())
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bundled")
@@ -59,7 +41,7 @@ def main(argv=None) -> int:
 
     from gui.app import make_app
     from gui.main_window import MainWindow
-    from gui.stall_probe import StallProbe
+    from gui.stall_probe import StallProbe, run_until
 
     app = make_app()
     window = MainWindow(layer=args.layer)
@@ -70,7 +52,7 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         probe.start()
         window.load_teacher(args.model)
-        ok = _wait(app, lambda: window.teacher is not None or not window.teacher_loading(), args.timeout)
+        ok = run_until(lambda: window.teacher is not None or not window.teacher_loading(), args.timeout)
         load = probe.stop()
         if not ok or window.teacher is None:
             print("teacher did not load:", window.status.label.text())
@@ -82,15 +64,15 @@ def main(argv=None) -> int:
         probe.start()
         window.open_demo()
         # Once the extraction is under way, ask for a document's tokens and time the answer.
-        _wait(app, lambda: window.runner.running() is not None and window.runner.running().key == "extract", 60)
-        _wait(app, lambda: window.status.progress.value() > 0, 60)
+        run_until(lambda: window.runner.running() is not None and window.runner.running().key == "extract", 60)
+        run_until(lambda: window.status.progress.value() > 0, 60)
         shown = []
         window.tokens_shown.connect(lambda: shown.append(time.monotonic()))
         t_select = time.monotonic()
         window.documents.select_row(100)
-        _wait(app, lambda: bool(shown), 60)
+        run_until(lambda: bool(shown), 60)
         token_latency = (shown[0] - t_select) if shown else float("nan")
-        ok = _wait(app, lambda: window.layer in window._vectors, args.timeout)
+        ok = run_until(lambda: window.layer in window._vectors, args.timeout)
         extract = probe.stop()
         if not ok:
             print("extraction did not finish:", window.status.label.text())
@@ -99,11 +81,11 @@ def main(argv=None) -> int:
                         time.monotonic() - t0, extract))
 
         window.set_layer(max(0, window.layer - 3))
-        _wait(app, lambda: window.status.progress.value() > 0, 120)
+        run_until(lambda: window.status.progress.value() > 0, 120)
         task = window._extract_task
         t_cancel = time.monotonic()
         window.status.cancel_button.click()
-        _wait(app, lambda: task.outcome is not None and window.is_idle(), 30)
+        run_until(lambda: task.outcome is not None and window.is_idle(), 30)
         cancel_latency = time.monotonic() - t_cancel
     finally:
         window.close()

@@ -30,24 +30,6 @@ AIM_P99_MS = 50.0
 AIM_MAX_MS = 200.0
 
 
-def _wait(condition, timeout_s: float) -> bool:
-    """Run the real event loop until condition() is true (checked every 10 ms)."""
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    poll = QTimer(interval=10)
-    poll.timeout.connect(lambda: condition() and loop.quit())
-    deadline = QTimer(singleShot=True, interval=int(timeout_s * 1000))
-    deadline.timeout.connect(loop.quit)
-    poll.start()
-    deadline.start()
-    if not condition():
-        loop.exec()
-    poll.stop()
-    deadline.stop()
-    return bool(condition())
-
-
 class Phases:
     """One StallProbe per phase; `enter(name)` closes the current phase and opens the next."""
 
@@ -147,6 +129,7 @@ def main(argv=None) -> int:
 
     from gui.app import make_app
     from gui.run_bridge import RunBridge
+    from gui.stall_probe import run_until
     from gui.training_view import TrainingView
 
     app = make_app()
@@ -171,7 +154,7 @@ def main(argv=None) -> int:
         phases.enter("teacher load + extraction")
         t_job = time.monotonic()
         run = bridge.launch(_spec(args))
-        finished = _wait(lambda: view.row(run.id) is not None and view.row(run.id).state in
+        finished = run_until(lambda: view.row(run.id) is not None and view.row(run.id).state in
                          ("done", "failed", "cancelled", "interrupted"), args.timeout)
         phases.close()
         job_wall = time.monotonic() - t_job
@@ -193,8 +176,8 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         probe.start()
         view.select_runs([long_run.id])
-        _wait(lambda: view.curves.point_count(long_run.id, "loss") == args.points and not view.curves.loading, 120)
-        _wait(lambda: False, 0.3)  # the last paint
+        run_until(lambda: view.curves.point_count(long_run.id, "loss") == args.points and not view.curves.loading, 120)
+        run_until(lambda: False, 0.3)  # the last paint
         long_numbers["read"] = (time.monotonic() - t0, probe.stop())
         plot = view.curves.plots["loss"]
         curve = plot.curves[long_run.id].smooth
@@ -203,7 +186,7 @@ def main(argv=None) -> int:
                                                        plot.grab()))
         long_numbers["render"] = _median_ms(lambda i: plot.grab())
         plot.getPlotItem().setXRange(args.points * 0.3, args.points * 0.35)
-        _wait(lambda: False, 0.1)
+        run_until(lambda: False, 0.1)
         long_numbers["zoomed"] = _median_ms(lambda i: (curve.setData(x, y + i * 1e-4), plot.tune_downsampling(),
                                                        plot.grab()))
         plot.getPlotItem().enableAutoRange()

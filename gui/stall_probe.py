@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import QEventLoop, QObject, Qt, QTimer
 
 
 @dataclass
@@ -70,3 +70,20 @@ class StallProbe(QObject):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def run_until(condition, timeout_s: float) -> bool:
+    """Run the real event loop (not processEvents) until condition() is true, checked every
+    10 ms, or until timeout_s; the measuring scripts wait with this so the probe keeps ticking."""
+    loop = QEventLoop()
+    poll = QTimer(interval=10)
+    poll.timeout.connect(lambda: condition() and loop.quit())
+    deadline = QTimer(singleShot=True, interval=int(timeout_s * 1000))
+    deadline.timeout.connect(loop.quit)
+    poll.start()
+    deadline.start()
+    if not condition():
+        loop.exec()
+    poll.stop()
+    deadline.stop()
+    return bool(condition())

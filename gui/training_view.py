@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QVBoxLayout, QWidget)
 
 from core.jobs import Run
+from gui.dialogs import show_error_box
 from gui.curves import DEFAULT_METRICS, METRICS, X_MODES, CurvesPanel, MetricPlot
 from gui.run_bridge import RunBridge
 from gui.runs_list import RESUMABLE, ProgressDelegate, RunReader, RunRow, RunsModel, details_html
@@ -486,12 +487,7 @@ class TrainingView(QWidget):
         self._soon.start()
 
     def _show_error(self, what: str, hint: str = "") -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, "distillscope", what, QMessageBox.StandardButton.Ok, self)
-        if hint:
-            box.setInformativeText(hint)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
-        self.error_box = box
+        self.error_box = show_error_box(self, what, hint)
 
     def _context_menu(self, pos) -> None:
         index = self.table.indexAt(pos)

@@ -131,16 +131,14 @@ def _guess_width(spec: JobSpec) -> int:
 
 
 def _cache_complete(spec: JobSpec, teacher, documents) -> bool:
-    from core.activations import ActivationCache, ExtractSettings
+    from core.activations import ActivationCache
     from core.errors import CacheError
     from core.inspect import auto_cache_folder
-    from core.jobs.sae_job import split_documents
+    from core.jobs.sae_job import cache_settings, split_documents
 
     train_docs, _ = split_documents(documents, spec.run.eval_fraction)
-    settings = ExtractSettings(hook=spec.data.hook, mode="tokens", max_length=spec.data.max_length,
-                               batch_tokens=spec.data.batch_tokens)
     try:
-        ActivationCache(auto_cache_folder(teacher, train_docs, settings))
+        ActivationCache(auto_cache_folder(teacher, train_docs, cache_settings(spec)))
         return True
     except CacheError:
         return False

@@ -47,6 +47,14 @@ def split_documents(documents, eval_fraction: float):
     return train, held
 
 
+def cache_settings(spec: JobSpec):
+    """The token-mode extraction a cached job trains on (also what the cost estimate looks for)."""
+    from core.activations import ExtractSettings
+
+    d = spec.data
+    return ExtractSettings(hook=d.hook, mode="tokens", max_length=d.max_length, batch_tokens=d.batch_tokens)
+
+
 def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: JobContext,
                  batch_size: int, drop_last: bool = True, skip: int = 0) -> Iterator[torch.Tensor]:
     """Shuffled token activations at the hook: from an activation cache (extracted once, reused
@@ -59,11 +67,10 @@ def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: Job
         return teacher_batches(teacher, documents, d.hook, batch_size, max_length=d.max_length,
                                batch_tokens=d.batch_tokens, seed=seed, epochs=FOREVER, state=ctx,
                                drop_last=drop_last, skip_batches=skip)
-    from core.activations import ExtractSettings, extract
+    from core.activations import extract
     from core.inspect import auto_cache_folder
 
-    settings = ExtractSettings(hook=d.hook, mode="tokens", max_length=d.max_length,
-                               batch_tokens=d.batch_tokens)
+    settings = cache_settings(spec)
     folder = auto_cache_folder(teacher, documents, settings)
     ctx.log(f"activation cache: {folder}")
     cache = extract(teacher, documents, folder, settings, ctx)
