@@ -110,6 +110,16 @@ class Teacher:
             "d_model": self.d_model,
         }
 
+    def loaded_as(self, source: Optional[str | os.PathLike], device: Optional[str] = None,
+                  dtype: Optional[str] = None) -> bool:
+        """Whether `load_teacher(source, device, dtype)` would give this very model."""
+        if source is None or str(source) == BUNDLED:
+            src = BUNDLED
+        else:
+            src = str(Path(source).expanduser().resolve())
+        dev = pick_device(device)
+        return src == self.source and dev == self.device and pick_dtype(dev, dtype) == self.dtype
+
     def check_hook(self, hook: HookPoint) -> None:
         if hook.layer >= self.n_layers:
             raise ValueError(

@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.teacher = None
         self.shadow = None  # the teacher's twin for the inspector thread
+        self.job_teacher = None  # and its twin for training jobs
         self.corpus = Corpus(name="no corpus")
         self.pasted: list[Document] = []
         self.entries: list[Entry] = []
@@ -239,12 +240,17 @@ class MainWindow(QMainWindow):
 
     def set_teacher(self, teacher, shadow=None) -> None:
         """Use a loaded teacher (core.models.Teacher). Without a shadow twin for the inspector
-        thread, both twins are made here (a module copy sharing the weights: milliseconds)."""
-        if shadow is None:
-            from gui.shadow import twins
+        thread, both twins are made here (a module copy sharing the weights: milliseconds). A
+        third twin is lent to training jobs; it is made now, before any thread runs the teacher
+        (a copy taken during another thread's capture would copy its hooks)."""
+        from gui.shadow import twins
 
+        if shadow is None:
             teacher, shadow = twins(teacher)
         self.teacher, self.shadow = teacher, shadow
+        self.job_teacher = twins(teacher)[1]
+        if self.run_bridge is not None:
+            self.run_bridge.share_teacher(self.job_teacher)
         self._gen += 1
         self._teacher_gen += 1
         self._vectors.clear()
@@ -631,6 +637,7 @@ class MainWindow(QMainWindow):
             from gui.training_view import TrainingView
 
             self.run_bridge = RunBridge(self)
+            self.run_bridge.share_teacher(self.job_teacher)
             self.training_view = TrainingView(self.run_bridge)
             self.training_view.clone_requested.connect(lambda run: self.new_training_run(run.spec))
             self.training_view.new_run_requested.connect(lambda: self.new_training_run())

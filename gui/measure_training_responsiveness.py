@@ -4,7 +4,9 @@ Launches a real CPU SAE job (TopK on the bundled teacher's residual after block 
 demo corpus, a few hundred steps) through the app's RunBridge with the training view on screen
 (offscreen works), and records with a 5 ms StallProbe on the GUI thread the longest event-loop
 stall and the 99th-percentile timer gap in each phase of the job:
-  1. start: loading the teacher and extracting the corpus' activations (cold cache),
+  1. start: extracting the corpus' activations (cold cache) on the teacher the app has loaded
+     (as in the app, which loads it at start-up and lends a twin of it to jobs); with
+     --cold-teacher the job loads its own teacher too, as it must when it asks for another model,
   2. training, with the curves updating live,
   3. the final evaluation (explained variance, L0, loss recovered).
 Then it times the view on a run with 100,000 logged steps: reading it (in slices), and the
@@ -114,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=5)
     parser.add_argument("--points", type=int, default=100_000, help="steps of the long synthetic run")
+    parser.add_argument("--cold-teacher", action="store_true",
+                        help="do not lend the job the app's teacher: it loads its own (the stall that costs)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole job")
     args = parser.parse_args(argv)
 
@@ -137,6 +141,11 @@ def main(argv=None) -> int:
     view = TrainingView(bridge)
     view.resize(1280, 800)
     view.show()
+    if not args.cold_teacher:
+        from core.models import load_teacher
+        from gui.shadow import twins
+
+        bridge.share_teacher(twins(load_teacher(args.model, device="cpu"))[1])
     load_before = os.getloadavg()
     phases = Phases()
     redraws = []
@@ -151,7 +160,7 @@ def main(argv=None) -> int:
     bridge.event.connect(on_event)
     long_numbers = {}
     try:
-        phases.enter("teacher load + extraction")
+        phases.enter("teacher load + extraction" if args.cold_teacher else "extraction (app's teacher)")
         t_job = time.monotonic()
         run = bridge.launch(_spec(args))
         finished = run_until(lambda: view.row(run.id) is not None and view.row(run.id).state in

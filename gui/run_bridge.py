@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
@@ -20,7 +21,22 @@ class RunBridge(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._from_worker.connect(self._relay, Qt.ConnectionType.QueuedConnection)
-        self.runner = Runner(on_event=lambda kind, run_id, payload: self._from_worker.emit(kind, run_id, dict(payload)))
+        self._teacher = None
+        self._teacher_lock = threading.Lock()
+        self.runner = Runner(on_event=lambda kind, run_id, payload: self._from_worker.emit(kind, run_id, dict(payload)),
+                             teachers=self._lend_teacher)
+
+    def share_teacher(self, teacher) -> None:
+        """A twin of the app's loaded teacher kept for jobs (or None): a job asking for the same
+        model runs on it instead of loading its own, which would hold the GIL for a second beside
+        the interface. Jobs run one at a time, so they never share it with each other."""
+        with self._teacher_lock:
+            self._teacher = teacher
+
+    def _lend_teacher(self, source: str, device: Optional[str]):
+        with self._teacher_lock:
+            teacher = self._teacher
+        return teacher if teacher is not None and teacher.loaded_as(source, device) else None
 
     @Slot(str, str, dict)
     def _relay(self, kind: str, run_id: str, payload: dict) -> None:

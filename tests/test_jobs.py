@@ -176,6 +176,31 @@ def test_runner_pauses_resumes_and_cancels_within_a_second(tiny_model_dir, corpu
     assert {"state", "progress", "metrics"} <= kinds
 
 
+def test_a_job_runs_on_the_teacher_the_app_lends_when_it_is_the_same_model(tiny_model_dir, corpus, tmp_path):
+    from core.models import load_teacher
+
+    teacher = load_teacher(tiny_model_dir, device="cpu")
+    assert teacher.loaded_as(tiny_model_dir, "cpu") and teacher.loaded_as(str(tiny_model_dir) + "/", None)
+    assert not teacher.loaded_as(tmp_path, "cpu")
+    assert not teacher.loaded_as(tiny_model_dir, "cpu", "bfloat16")
+    asked = []
+
+    def lend(source, device):
+        asked.append((source, device))
+        return teacher if teacher.loaded_as(source, device) else None
+
+    spec = tiny_spec(tiny_model_dir, corpus, steps=10)
+    run = Run.create(spec, tmp_path / "runs")
+    assert execute(run, JobContext(run, teachers=lend)) == "done"
+    assert asked == [(str(tiny_model_dir), None)]
+    assert "using the teacher the app has loaded" in run.read_log()
+
+    other = Run.create(spec, tmp_path / "runs")  # a provider with nothing to lend: the job loads its own
+    assert execute(other, JobContext(other, teachers=lambda source, device: None)) == "done"
+    assert "using the teacher" not in other.read_log()
+    assert_same_weights(final_weights(run), final_weights(other))
+
+
 def test_a_failing_job_says_why_and_runs_are_listed(tmp_path, corpus):
     spec = JobSpec()
     spec.data.teacher = str(tmp_path / "no-such-model")

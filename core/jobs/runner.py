@@ -14,13 +14,18 @@ import socket
 import threading
 import time
 import traceback
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from core.errors import Cancelled, DistillscopeError
 from core.jobs.runs import Run
 from core.progress import TaskState
 
+if TYPE_CHECKING:
+    from core.models import Teacher
+
 EventCallback = Callable[[str, str, dict], None]  # (kind, run id, payload)
+# (source, device) -> a teacher the app already holds, with its own hooks, or None
+TeacherProvider = Callable[[str, Optional[str]], Optional["Teacher"]]
 HEARTBEAT_SECONDS = 1.0
 
 
@@ -28,9 +33,11 @@ class JobContext(TaskState):
     """What a job sees: progress, metrics, log, pause/cancel, heartbeat, and the run folder.
     On a data-parallel rank other than 0 (`main=False`) nothing is written."""
 
-    def __init__(self, run: Run, on_event: Optional[EventCallback] = None, main: bool = True):
+    def __init__(self, run: Run, on_event: Optional[EventCallback] = None, main: bool = True,
+                 teachers: Optional[TeacherProvider] = None):
         super().__init__()
         self.run = run
+        self._teachers = teachers
         self.main = main
         self._on_event = on_event
         self._running = threading.Event()
@@ -71,6 +78,17 @@ class JobContext(TaskState):
         self.wait_if_paused()
         super().check_cancelled()
         self.beat()
+
+    def load_teacher(self, source: str, device: Optional[str] = None) -> "Teacher":
+        """The teacher a job asks for: the app's loaded one when it matches (no second load, and
+        no seconds of GIL-holding tokenizer build beside the interface), else loaded here."""
+        held = self._teachers(source, device) if self._teachers is not None else None
+        if held is not None:
+            self.log(f"using the teacher the app has loaded: {held.name}")
+            return held
+        from core.models import load_teacher
+
+        return load_teacher(source, device=device, state=self)
 
     # -- reports ---------------------------------------------------------------------------------
 
@@ -149,10 +167,13 @@ def execute(run: Run, ctx: Optional[JobContext] = None) -> str:
 class Runner:
     """Executes submitted runs one at a time on a daemon thread. On a CPU it leaves one core to
     the interface (torch's intra-op threads = cores - 1). Thread-safe; events go to `on_event`
-    from the worker thread (the GUI forwards them to its own thread)."""
+    from the worker thread (the GUI forwards them to its own thread). `teachers` lends jobs a
+    teacher the app already holds."""
 
-    def __init__(self, on_event: Optional[EventCallback] = None, leave_core: bool = True):
+    def __init__(self, on_event: Optional[EventCallback] = None, leave_core: bool = True,
+                 teachers: Optional[TeacherProvider] = None):
         self._on_event = on_event
+        self._teachers = teachers
         self._leave_core = leave_core
         self._queue: "queue.Queue[Optional[Run]]" = queue.Queue()
         self._lock = threading.Lock()
@@ -219,7 +240,7 @@ class Runner:
                     continue  # cancelled while queued
                 self._queued.remove(run)
                 self.active = run
-                self.context = JobContext(run, self._on_event)
+                self.context = JobContext(run, self._on_event, teachers=self._teachers)
             try:
                 if self._leave_core:
                     import torch

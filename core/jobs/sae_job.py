@@ -19,7 +19,7 @@ from core.dictionaries.train import Trainer, activation_batches, evaluate
 from core.errors import Cancelled, DistillscopeError
 from core.jobs.runner import JobContext
 from core.jobs.spec import JobSpec
-from core.models import HookPoint, Teacher, load_teacher
+from core.models import HookPoint, Teacher
 
 FOREVER = 10**9  # epochs: training ends on total_tokens, not on the data
 
@@ -111,7 +111,7 @@ def load_checkpoint(folder: Path, device: torch.device, spec: JobSpec, ctx: JobC
 def run_sae_job(spec: JobSpec, ctx: JobContext) -> None:
     d, run_spec = spec.data, spec.run
     ctx.report(0, 1, "Loading the teacher")
-    teacher = load_teacher(d.teacher, device=None if d.device == "auto" else d.device, state=ctx)
+    teacher = ctx.load_teacher(d.teacher, None if d.device == "auto" else d.device)
     hook = HookPoint.parse(d.hook)
     teacher.check_hook(hook)
     train_docs, held_docs = split_documents(load_documents(d.corpus), run_spec.eval_fraction)
