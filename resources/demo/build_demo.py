@@ -3,9 +3,12 @@
 
     apt-get install -y fortunes
     python3 resources/demo/build_demo.py
+    python3 resources/demo/build_demo.py --training-corpus OUT.jsonl
 
 Writes fortunes.jsonl (fields id, text, label) and sample.txt beside this script. Plain python3,
 no dependencies. Deterministic: the same package version gives byte-identical output.
+With --training-corpus it writes instead every prose entry of the broader TRAINING_CATEGORIES
+to OUT.jsonl: the larger corpus the starter dictionary was trained on (not shipped).
 """
 
 import json
@@ -18,6 +21,14 @@ SOURCE = Path("/usr/share/games/fortunes")
 OUT = Path(__file__).resolve().parent
 # Clearly distinct topics with enough entries; the offensive sets in off/ are never used.
 CATEGORIES = ["art", "computers", "food", "law", "love", "politics", "science", "sports"]
+# The starter dictionary's training text: every regular collection but ASCII art, jokes about
+# groups of people, and the untranslated one.
+TRAINING_CATEGORIES = [
+    "art", "computers", "cookie", "debian", "definitions", "disclaimer", "education", "food",
+    "fortunes", "goedel", "humorists", "knghtbrd", "law", "linux", "linuxcookie", "literature",
+    "love", "magic", "medicine", "miscellaneous", "news", "paradoxum", "people", "perl", "pets",
+    "platitudes", "politics", "pratchett", "riddles", "science", "songs-poems", "sports",
+    "startrek", "tao", "wisdom", "work", "zippy"]
 PER_CATEGORY = 120
 MIN_CHARS, MAX_CHARS = 60, 600
 SEED = 20240601
@@ -51,10 +62,26 @@ def key(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def write_training_corpus(out: Path) -> int:
+    rows, keys = [], set()
+    for cat in TRAINING_CATEGORIES:
+        for n, text in enumerate(read_entries(cat)):
+            k = key(text)
+            if len(text) >= 20 and looks_like_prose(text) and k not in keys:
+                keys.add(k)
+                rows.append({"id": f"{cat}-{n:05d}", "text": text, "label": cat})
+    with open(out, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    print(f"{len(rows)} documents from {len(TRAINING_CATEGORIES)} collections ({out.stat().st_size} bytes)")
+    return 0
+
+
 def main() -> int:
     if not SOURCE.is_dir():
         print(f"{SOURCE} not found. Install it with: apt-get install -y fortunes", file=sys.stderr)
         return 1
+    if sys.argv[1:2] == ["--training-corpus"] and len(sys.argv) == 3:
+        return write_training_corpus(Path(sys.argv[2]))
 
     candidates = {}
     seen_in: dict[str, set[str]] = {}
