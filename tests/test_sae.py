@@ -157,14 +157,20 @@ def test_save_load_round_trip(arch, tmp_path):
     for key in ("d_in", "d_sae", "architecture", "hook_name", "model_name", "dtype",
                 "apply_b_dec_to_input", "normalize_activations", "device"):
         assert key in cfg
-    assert cfg["architecture"] == arch and cfg["d_in"] == 16 and cfg["d_sae"] == 48
-    assert cfg["metadata"]["hook_name"] == "resid_post.2"
+    # As SAELens writes it (tests/test_formats.py loads it in sae-lens): BatchTopK as the
+    # JumpReLU it is at inference, hooks by their TransformerLens names, input_scale folded in.
+    assert cfg["architecture"] == ("jumprelu" if arch == "batchtopk" else arch)
+    assert cfg["metadata"]["training_architecture"] == arch and cfg["d_in"] == 16 and cfg["d_sae"] == 48
+    assert cfg["hook_name"] == cfg["metadata"]["hook_name"] == "blocks.2.hook_resid_post"
+    assert cfg["input_scale"] == 1.0 and cfg["folded_input_scale"] == sae.cfg.input_scale
     back = load(tmp_path / "sae")
-    assert type(back) is type(sae) and back.cfg == sae.cfg
-    sae.eval(), back.eval()
+    assert type(back) is type(sae) and back.cfg == sae.cfg and not back.training
+    sae.eval()
+    for name, tensor in back.state_dict().items():  # folded and unfolded again: last-bit rounding
+        torch.testing.assert_close(tensor, sae.state_dict()[name], rtol=1e-6, atol=0, msg=name)
     x = torch.randn(50, 16)
-    assert torch.equal(back.encode(x), sae.encode(x))
-    assert torch.equal(back.decode(back.encode(x)), sae.decode(sae.encode(x)))
+    torch.testing.assert_close(back.encode(x), sae.encode(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(back.decode(back.encode(x)), sae.decode(sae.encode(x)), rtol=1e-5, atol=1e-6)
 
 
 def test_fold_input_scale_keeps_the_function():
@@ -202,7 +208,7 @@ def good_tensors(d_in=16, d_sae=48):
 def test_bad_folders_raise_clear_errors(tmp_path):
     cfg = {"architecture": "topk", "d_in": 16, "d_sae": 48, "k": 3}
     cases = {
-        "not a folder": (tmp_path / "nowhere", "is not a folder"),
+        "not there": (tmp_path / "nowhere", "does not exist"),
         "no cfg": (write_bad(tmp_path / "a", tensors=good_tensors()), "cfg.json is missing"),
         "bad json": (write_bad(tmp_path / "b", raw_cfg=b'{"d_in": 16,', tensors=good_tensors()),
                      "not valid JSON"),
@@ -245,7 +251,7 @@ def test_saelens_style_folders_load(tmp_path):
                                      "metadata": {"hook_name": "blocks.3.hook_resid_post",
                                                   "model_name": "gpt2"}}, t)
     sae = load(v6)
-    assert sae.cfg.hook_name == "blocks.3.hook_resid_post" and sae.cfg.k == 3
+    assert sae.cfg.hook_name == "resid_post.3" and sae.cfg.k == 3  # TransformerLens name mapped to ours
     old = write_bad(tmp_path / "old", {"architecture": "standard", "activation_fn_str": "topk",
                                        "activation_fn_kwargs": {"k": 3}, "d_in": 16, "d_sae": 48,
                                        "dtype": "torch.float32", "hook_name": "h", "model_name": "m"}, t)

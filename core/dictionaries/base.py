@@ -9,7 +9,11 @@ An SAE maps an activation x [.., d_in] to sparse feature activations f [.., d_sa
 
 Parameters are named as SAELens names them (`W_enc` [d_in, d_sae], `b_enc` [d_sae],
 `W_dec` [d_sae, d_in], `b_dec` [d_in]) and a folder holds `cfg.json` beside
-`sae_weights.safetensors`, so dictionaries move between distillscope and SAELens-style tools.
+`sae_weights.safetensors`, so dictionaries move between distillscope and SAELens-style tools:
+`SAE.save` writes what sae-lens 6 loads with `SAE.load_from_disk` (input_scale folded into the
+tensors, BatchTopK saved as the JumpReLU it is at inference, as sae-lens does), and `SAE.load`
+reads what sae-lens writes. Other formats (Gemma Scope parameter files) and the check of a
+dictionary against a teacher live in `formats.py`.
 Losses are computed in the scaled space; `mse` is the squared error summed over d_in and
 averaged over rows (SAELens' and Anthropic's convention).
 """
@@ -31,7 +35,10 @@ from core.paths import atomic_write_bytes, atomic_write_text
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
-FORMAT = "distillscope-sae/1"
+# /2: input_scale folded into the saved tensors (recorded as folded_input_scale), BatchTopK
+# saved as architecture 'jumprelu' with metadata.training_architecture 'batchtopk', hook
+# names in TransformerLens form where one names the same activations. /1 folders still load.
+FORMAT = "distillscope-sae/2"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -189,7 +196,8 @@ class SAEConfig:
 
 
 REGISTRY: dict[str, type["SAE"]] = {}
-ALIASES = {"relu": "standard", "relu_l1": "standard", "top_k": "topk", "batch_topk": "batchtopk"}
+ALIASES = {"relu": "standard", "relu_l1": "standard", "top_k": "topk", "batch_topk": "batchtopk",
+           "jump_relu": "jumprelu"}
 
 
 def register(name: str) -> Callable[[type["SAE"]], type["SAE"]]:
@@ -216,8 +224,23 @@ def create(cfg: SAEConfig, seed: Optional[int] = None) -> "SAE":
     return REGISTRY[cfg.architecture](cfg, seed=seed)
 
 
-def load(folder: str | Path, device: str | torch.device = "cpu") -> "SAE":
-    return SAE.load(folder, device=device)
+def load(path: str | Path, device: str | torch.device = "cpu", hook: Optional[str] = None,
+         dtype: Optional[Union[str, torch.dtype]] = None) -> "SAE":
+    """Any dictionary distillscope reads: a SAELens folder (cfg.json + sae_weights.safetensors),
+    or a Gemma Scope parameter file (params.npz / .safetensors; needs `hook`). In eval mode.
+    See `core.dictionaries.formats.load_dictionary`."""
+    from core.dictionaries.formats import load_dictionary
+
+    return load_dictionary(path, device=device, hook=hook, dtype=dtype)
+
+
+def dtype_name(dtype: Union[str, torch.dtype]) -> str:
+    """'float16' for torch.float16 or 'float16' or 'torch.float16'; DictionaryError otherwise."""
+    name = str(dtype).replace("torch.", "")
+    if name not in DTYPES:
+        raise DictionaryError(f"The dtype '{dtype}' is not one distillscope stores dictionaries in.",
+                              f"Use one of {', '.join(DTYPES)}.")
+    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +258,8 @@ class SAE(nn.Module):
     default_normalize_decoder: bool = True
     init_decoder_norm: float = 1.0  # norm of decoder rows at initialisation
     extra_tensors: tuple[str, ...] = ()  # saved beside the four parameters (e.g. threshold)
+    # The SAELens architecture the saved tensors are (BatchTopK: 'jumprelu'); empty: the same.
+    saved_architecture: str = ""
 
     def __init__(self, cfg: SAEConfig, seed: Optional[int] = None):
         super().__init__()
@@ -403,77 +428,159 @@ class SAE(nn.Module):
         shapes.update({name: tuple(getattr(self, name).shape) for name in self.extra_tensors})
         return shapes
 
-    def cfg_json(self) -> dict:
-        """cfg.json: our config plus the keys SAELens-style loaders read."""
+    def cfg_json(self, dtype: str = "") -> dict:
+        """cfg.json: our config plus the keys SAELens reads, describing the tensors as written by
+        `save` (input_scale folded in, so `input_scale` is 1 and `folded_input_scale` says
+        what to unfold on loading)."""
+        from core.dictionaries.formats import hook_to_field
+
         data = self.cfg.to_dict()
+        hook_name = hook_to_field(self.cfg.hook_name)
         data.update({
+            "dtype": dtype or self.cfg.dtype,
+            "input_scale": 1.0,
+            "hook_name": hook_name,
             "format": FORMAT,
             "device": "cpu",
             "normalize_activations": "none",
-            "metadata": {"model_name": self.cfg.model_name, "hook_name": self.cfg.hook_name},
+            "reshape_activations": "none",
+            "metadata": {"model_name": self.cfg.model_name, "hook_name": hook_name,
+                         "training_architecture": self.architecture},
         })
+        if self.cfg.input_scale != 1.0:
+            data["folded_input_scale"] = self.cfg.input_scale
+        if self.saved_architecture:
+            data["architecture"] = self.saved_architecture
         if self.uses_k:
-            data["activation_fn_kwargs"] = {"k": self.cfg.k}
+            data["activation_fn_kwargs"] = {"k": self.cfg.k}  # SAELens < 6 reads k here
+            data["rescale_acts_by_decoder_norm"] = False
         return data
 
-    def save(self, folder: str | Path) -> Path:
-        """Write `cfg.json` and `sae_weights.safetensors` into `folder` (each atomically)."""
+    def save(self, folder: str | Path, dtype: Optional[Union[str, torch.dtype]] = None) -> Path:
+        """Write `cfg.json` and `sae_weights.safetensors` into `folder` (each atomically), in the
+        SAELens layout: sae-lens 6 loads the folder (`SAE.load_from_disk`) and encodes and
+        decodes as this SAE does. sae-lens has no input scaling, so input_scale is folded into
+        the tensors written (W_enc * s, W_dec / s, b_dec / s; the same function); `load` unfolds
+        it. `dtype` (e.g. torch.float16): the dtype of the tensors written; default the SAE's."""
         from safetensors.torch import save
 
+        out = DTYPES[dtype_name(dtype)] if dtype is not None else self.W_enc.dtype
+        s = self.cfg.input_scale
+        tensors = {}
+        for name in self.expected_shapes():
+            t = getattr(self, name).detach().cpu()
+            if s != 1.0 and name in ("W_enc", "W_dec", "b_dec"):
+                t = t.double() * s if name == "W_enc" else t.double() / s
+            converted = t.to(out).contiguous()
+            if out != t.dtype and torch.isfinite(t).all() and not torch.isfinite(converted).all():
+                raise DictionaryError(f"Tensor '{name}' has values too large for {dtype_name(out)} "
+                                      f"(largest magnitude {float(t.abs().max()):.3g}).",
+                                      "Save it in float32 or bfloat16.")
+            tensors[name] = converted
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in self.expected_shapes()}
         atomic_write_bytes(folder / WEIGHTS_FILENAME, save(tensors, metadata={"format": FORMAT}))
-        atomic_write_text(folder / CFG_FILENAME, json.dumps(self.cfg_json(), indent=2))
+        atomic_write_text(folder / CFG_FILENAME, json.dumps(self.cfg_json(dtype_name(out)), indent=2))
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "SAE":
-        """Load a folder written by `save` (or by SAELens for the architectures known here)."""
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu", hook: Optional[str] = None,
+             dtype: Optional[Union[str, torch.dtype]] = None) -> "SAE":
+        """Load a folder written by `save` or by SAELens (its inference and training saves of
+        standard, topk, jumprelu and batchtopk SAEs). In eval mode (BatchTopK then uses its
+        threshold; training calls train()). `hook` gives or checks the hook (e.g. resid_post.6);
+        `dtype` converts the parameters (default: the dtype in cfg.json)."""
+        from core.dictionaries.formats import resolve_hook
+
         folder = Path(folder)
-        cfg, rescaled = _read_config(folder)
+        cfg, info = _read_config(folder)
+        cfg.hook_name = resolve_hook(cfg.hook_name, hook, folder / CFG_FILENAME)
+        if dtype is not None:
+            cfg.dtype = dtype_name(dtype)
         sae = REGISTRY[cfg.architecture](cfg)
         if cls is not SAE and not isinstance(sae, cls):
             raise DictionaryError(f"'{folder}' holds a '{cfg.architecture}' SAE, not a {cls.__name__}.",
                                   "Open it as the architecture it is.")
-        tensors = read_weights(folder)
-        expected = sae.expected_shapes()
+        path = folder / WEIGHTS_FILENAME
+        tensors = _from_saelens_tensors(read_weights(folder), sae, path)
+        sae.fill(tensors, path, f"cfg.json (d_in={cfg.d_in}, d_sae={cfg.d_sae})",
+                 "The weights and cfg.json belong to different dictionaries, or the file was "
+                 "written by an unsupported tool.")
+        # Both reparametrisations in float64 on the file's tensors, then one rounding.
+        if info["rescaled"]:
+            _fold_decoder_norms(tensors)
+        s = info["folded_input_scale"]
+        if s != 1.0:
+            tensors["W_enc"] = tensors["W_enc"].double() / s
+            tensors["W_dec"] = tensors["W_dec"].double() * s
+            tensors["b_dec"] = tensors["b_dec"].double() * s
+            sae.cfg.input_scale = s
+        with torch.no_grad():
+            for name in sae.expected_shapes():
+                getattr(sae, name).copy_(tensors[name].to(getattr(sae, name).dtype))
+        return sae.to(device).eval()
+
+    def fill(self, tensors: dict[str, torch.Tensor], path: Path, described_by: str, hint: str) -> None:
+        """Check that `tensors` are exactly this SAE's (names, shapes, finite values); every
+        problem becomes a DictionaryError naming the file."""
+        expected = self.expected_shapes()
         missing = [n for n in expected if n not in tensors]
         extra = [n for n in tensors if n not in expected]
         if missing or extra:
             parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
                     ([f"unexpected {', '.join(extra)}"] if extra else [])
-            raise DictionaryError(f"The weights in '{folder / WEIGHTS_FILENAME}' do not fit a "
-                                  f"'{cfg.architecture}' SAE: {'; '.join(parts)}.",
-                                  "The weights and cfg.json belong to different dictionaries, or "
-                                  "the file was written by an unsupported tool.")
+            raise DictionaryError(f"The weights in '{path}' do not fit a '{self.cfg.architecture}' "
+                                  f"SAE: {'; '.join(parts)}.", hint)
         for name, shape in expected.items():
             got = tuple(tensors[name].shape)
             if got != shape:
-                raise DictionaryError(f"Tensor '{name}' in '{folder / WEIGHTS_FILENAME}' has shape "
-                                      f"{list(got)}, but cfg.json (d_in={cfg.d_in}, d_sae={cfg.d_sae}) "
-                                      f"needs {list(shape)}.",
-                                      "The weights and cfg.json belong to different dictionaries.")
-            if tensors[name].is_floating_point() and not torch.isfinite(tensors[name]).all():
-                raise DictionaryError(f"Tensor '{name}' in '{folder / WEIGHTS_FILENAME}' holds NaN "
-                                      "or infinite values.", "The training diverged; use an earlier "
-                                      "checkpoint or train again with a lower learning rate.")
-        with torch.no_grad():
-            for name in expected:
-                getattr(sae, name).copy_(tensors[name].to(getattr(sae, name).dtype))
-        if rescaled:
-            sae.fold_decoder_norms()
-        return sae.to(device)
+                raise DictionaryError(f"Tensor '{name}' in '{path}' has shape {list(got)}, but "
+                                      f"{described_by} needs {list(shape)}.", hint)
+            if not tensors[name].is_floating_point():
+                raise DictionaryError(f"Tensor '{name}' in '{path}' holds {tensors[name].dtype} "
+                                      "values, not floating-point numbers.", hint)
+            if not torch.isfinite(tensors[name]).all():
+                raise DictionaryError(f"Tensor '{name}' in '{path}' holds NaN or infinite values.",
+                                      "The training diverged; use an earlier checkpoint or train "
+                                      "again with a lower learning rate.")
+
+
+def _fold_decoder_norms(tensors: dict[str, torch.Tensor]) -> None:
+    """SAELens' `rescale_acts_by_decoder_norm` form into the plain one, in place (see
+    SAE.fold_decoder_norms); a threshold stays, as it compares pre-activations times n."""
+    n_F = tensors["W_dec"].double().norm(dim=1).clamp(min=1e-12)
+    tensors["W_enc"] = tensors["W_enc"].double() * n_F
+    tensors["b_enc"] = tensors["b_enc"].double() * n_F
+    tensors["W_dec"] = tensors["W_dec"].double() / n_F[:, None]
+
+
+def _from_saelens_tensors(tensors: dict[str, torch.Tensor], sae: "SAE", path: Path) -> dict[str, torch.Tensor]:
+    """Tensors SAELens writes under other names: a training BatchTopK's scalar `topk_threshold`,
+    an older JumpReLU's `log_threshold`, an all-ones `scaling_factor` (SAELens < 6)."""
+    tensors = dict(tensors)
+    if "threshold" in sae.expected_shapes() and "threshold" not in tensors:
+        if "topk_threshold" in tensors and tensors["topk_threshold"].numel() == 1:
+            tensors["threshold"] = tensors.pop("topk_threshold").double().reshape(()).expand(sae.d_sae).clone()
+        elif "log_threshold" in tensors:
+            tensors["threshold"] = tensors.pop("log_threshold").double().exp()
+    if "scaling_factor" in tensors:
+        if not torch.equal(tensors["scaling_factor"], torch.ones_like(tensors["scaling_factor"])):
+            raise DictionaryError(f"'{path}' scales features by a learned 'scaling_factor' (SAELens' "
+                                  "finetuning_scaling_factor), which distillscope does not apply.",
+                                  "Fold it into W_dec in SAELens and save the SAE again.")
+        del tensors["scaling_factor"]
+    return tensors
 
 
 def read_config(folder: Path) -> SAEConfig:
     """Parse and check `folder/cfg.json`; every problem becomes a DictionaryError. (A SAELens
-    cfg.json may ask for decoder-norm rescaling, which SAE.load folds into the weights.)"""
+    cfg.json may ask for decoder-norm rescaling, and ours records a folded input scale: SAE.load
+    applies both to the weights.)"""
     return _read_config(folder)[0]
 
 
-def _read_config(folder: Path) -> tuple[SAEConfig, bool]:
-    """(config, whether SAELens' `rescale_acts_by_decoder_norm` is set: see SAE.load)."""
+def _read_config(folder: Path) -> tuple[SAEConfig, dict]:
+    """(config, {'rescaled': SAELens' rescale_acts_by_decoder_norm, 'folded_input_scale': s})."""
     if not folder.is_dir():
         raise DictionaryError(f"'{folder}' is not a folder.", "Choose the folder that holds cfg.json "
                               "and sae_weights.safetensors.")
@@ -500,31 +607,58 @@ def _read_config(folder: Path) -> tuple[SAEConfig, bool]:
     for key in ("d_in", "d_sae"):
         if key not in data:
             raise DictionaryError(f"'{path}' lacks '{key}'.", "The file is incomplete; save the SAE again.")
-    if data.get("normalize_activations", "none") not in ("none", None):
+    if data.get("normalize_activations", "none") not in ("none", None, False):
         raise DictionaryError(f"'{path}' normalizes activations with '{data['normalize_activations']}', "
                               "which distillscope cannot reproduce.",
                               "Fold the scaling factor into the weights before exporting.")
+    folded = data.get("folded_input_scale", 1.0)
+    if isinstance(folded, bool) or not isinstance(folded, (int, float)) or not math.isfinite(folded) \
+            or folded <= 0:
+        raise DictionaryError(f"'{path}' has an invalid folded_input_scale: {folded!r}.",
+                              "It must be a positive number; save the SAE again.")
     try:
         cfg = SAEConfig.from_dict(data).validate()
     except (TypeError, ValueError) as exc:
         raise DictionaryError(f"'{path}' has an invalid setting: {exc}",
                               "Correct cfg.json or save the SAE again.")
-    return cfg, bool(data.get("rescale_acts_by_decoder_norm"))
+    return cfg, {"rescaled": bool(data.get("rescale_acts_by_decoder_norm")),
+                 "folded_input_scale": float(folded)}
 
 
 def _from_saelens(data: dict) -> dict:
-    """Map SAELens cfg.json conventions onto ours (nested metadata, old TopK encoding)."""
+    """Map SAELens cfg.json conventions onto ours: nested metadata, TransformerLens hook names,
+    old TopK encoding, BatchTopK saved as JumpReLU (sae-lens' and ours since format /2)."""
+    from core.dictionaries.formats import hook_from_field
+
     data = dict(data)
     meta = data.get("metadata") or data.get("meta") or {}
-    if isinstance(meta, dict):
-        for key in ("model_name", "hook_name"):
-            if not data.get(key) and meta.get(key):
-                data[key] = meta[key]
+    if not isinstance(meta, dict):
+        meta = {}
+    for key in ("model_name", "hook_name"):
+        if not data.get(key) and meta.get(key):
+            data[key] = meta[key]
+    if isinstance(data.get("hook_name"), str):
+        data["hook_name"] = hook_from_field(data["hook_name"]) or data["hook_name"]
     kwargs = data.get("activation_fn_kwargs") or {}
-    if data.get("activation_fn_str") == "topk" and data.get("architecture") == "standard":
+    if data.get("activation_fn_str", data.get("activation_fn")) == "topk" \
+            and data.get("architecture", "standard") == "standard":
         data["architecture"] = "topk"  # SAELens < 6 stored TopK SAEs as 'standard' + topk activation
     if "k" not in data and isinstance(kwargs, dict) and "k" in kwargs:
         data["k"] = kwargs["k"]
+    details = meta.get("training_architecture_details")
+    details = details if isinstance(details, dict) else {}
+    if canonical_architecture(str(data.get("architecture", ""))) == "jumprelu" \
+            and meta.get("training_architecture") in ("batchtopk", "batch_topk"):
+        # What a BatchTopK SAE is at inference; it loads as one (trainable again) when its k is
+        # a whole number no larger than d_sae. Otherwise it stays a JumpReLU: the same encode.
+        k = data.get("k", details.get("k"))
+        d_sae = data.get("d_sae")
+        if isinstance(k, (int, float)) and not isinstance(k, bool) and float(k).is_integer() \
+                and isinstance(d_sae, int) and 1 <= k <= d_sae:
+            data["architecture"] = "batchtopk"
+            data["k"] = int(k)
+            if "threshold_lr" not in data and isinstance(details.get("topk_threshold_lr"), (int, float)):
+                data["threshold_lr"] = float(details["topk_threshold_lr"])
     if isinstance(data.get("k"), float) and float(data["k"]).is_integer():
         data["k"] = int(data["k"])
     if "dtype" in data and isinstance(data["dtype"], str):

@@ -5,7 +5,9 @@ many features and an easy one few, with k on average. That depends on the batch,
 threshold is learned alongside: a running average of the smallest activation kept per batch.
 In eval mode `encode` keeps every activation above the threshold (a JumpReLU with one threshold
 for all features), independent of what else is in the batch. The threshold is saved per feature
-as `threshold` [d_sae], as SAELens saves JumpReLU SAEs. Unit-norm decoder and AuxK as in TopK.
+as `threshold` [d_sae], and the SAE as a JumpReLU (cfg.json architecture 'jumprelu', training
+architecture 'batchtopk' in its metadata), as SAELens saves BatchTopK SAEs. Unit-norm decoder
+and AuxK as in TopK.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def jumprelu_activation(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Ten
 class BatchTopKSAE(TopKSAE):
     label = "BatchTopK"
     extra_tensors = ("threshold",)
+    saved_architecture = "jumprelu"
 
     def __init__(self, cfg, seed=None):
         super().__init__(cfg, seed=seed)
@@ -73,16 +76,20 @@ class BatchTopKSAE(TopKSAE):
             lr = self.cfg.threshold_lr
             self.threshold.mul_(1 - lr).add_(lr * smallest)
 
-    def cfg_json(self) -> dict:
-        data = super().cfg_json()
-        data["inference_architecture"] = "jumprelu"  # what the saved tensors amount to
+    def cfg_json(self, dtype: str = "") -> dict:
+        # Saved as what it is at inference, a JumpReLU, as sae-lens saves its BatchTopK SAEs
+        # (with the training architecture and k in the metadata, which `load` reads back).
+        data = super().cfg_json(dtype)
+        data["metadata"]["training_architecture_details"] = {"k": self.cfg.k,
+                                                             "topk_threshold_lr": self.cfg.threshold_lr}
         return data
 
 
 @register("jumprelu")
 class JumpReLUSAE(SAE):
     """Inference only: f = ReLU(pre) where pre > threshold (per feature). Loads JumpReLU SAEs
-    saved by SAELens (e.g. Gemma Scope in SAELens format) and BatchTopK SAEs exported as such."""
+    saved by SAELens, Gemma Scope parameter files (formats.py) and BatchTopK SAEs whose k is
+    not known (sae-lens' with a fractional k)."""
 
     label = "JumpReLU (inference only)"
     trainable = False
