@@ -12,6 +12,10 @@ from PySide6.QtWidgets import QLabel, QStackedWidget, QStyledItemDelegate, QWidg
 # it stays readable for the common red-green colour blindness.
 SCALE_STOPS = [(0.0, "#f7fbff"), (0.25, "#c6dbef"), (0.5, "#6baed6"), (0.75, "#2171b5"),
                (1.0, "#08306b")]
+# Token highlighting by one dictionary feature (ColorBrewer "Oranges"): a different hue from the
+# residual-norm scale, so a glance tells which of the two the tokens show.
+FEATURE_SCALE_STOPS = [(0.0, "#fff5eb"), (0.25, "#fdd0a2"), (0.5, "#fd8d3c"), (0.75, "#d94801"),
+                       (1.0, "#7f2704")]
 BOS_BACKGROUND = "#d9d9d9"
 BOS_FOREGROUND = "#444444"
 
@@ -20,17 +24,18 @@ _TAG_COLOURS = ["#fbb4ae", "#b3cde3", "#ccebc5", "#decbe4", "#fed9a6", "#ffffcc"
                 "#fddaec", "#c7e9c0", "#d9d9f3", "#f2f2f2", "#bfe6e6"]
 
 
-def scale_colour(t: float) -> QColor:
-    """Colour of a value already normalized to 0..1 (clamped)."""
+def scale_colour(t: float, stops=None) -> QColor:
+    """Colour of a value already normalized to 0..1 (clamped), on `stops` (default SCALE_STOPS)."""
+    stops = stops or SCALE_STOPS
     t = min(max(t, 0.0), 1.0)
-    for (t0, c0), (t1, c1) in zip(SCALE_STOPS, SCALE_STOPS[1:]):
+    for (t0, c0), (t1, c1) in zip(stops, stops[1:]):
         if t <= t1:
             a, b = QColor(c0), QColor(c1)
             f = (t - t0) / (t1 - t0)
             return QColor(round(a.red() + f * (b.red() - a.red())),
                           round(a.green() + f * (b.green() - a.green())),
                           round(a.blue() + f * (b.blue() - a.blue())))
-    return QColor(SCALE_STOPS[-1][1])
+    return QColor(stops[-1][1])
 
 
 def text_colour_on(background: QColor) -> str:

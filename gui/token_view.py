@@ -1,4 +1,9 @@
-"""The inspect view's token display: tokens coloured by a per-token value, a legend and a bar plot."""
+"""The inspect view's token display: tokens coloured by a per-token value, a legend and a bar plot.
+
+Two quantities are shown: the residual norm (blue scale, range from the document itself) and, when a
+dictionary feature is selected, that feature's activation (orange scale, from 0 to a fixed top such
+as the feature's largest activation on the corpus, so documents can be compared).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QLinearGradient, QPainter
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSplitter, QTextBrowser, QVBoxLayout, QWidget
 
-from gui.style import (BOS_BACKGROUND, BOS_FOREGROUND, SCALE_STOPS, Placeholder, scale_colour,
-                       text_colour_on)
+from gui.style import (BOS_BACKGROUND, BOS_FOREGROUND, FEATURE_SCALE_STOPS, SCALE_STOPS, Placeholder,
+                       scale_colour, text_colour_on)
 
 HAIR_SPACE = "\u200a"  # a thin uncoloured gap between tokens, so token boundaries are visible
 
@@ -59,9 +64,11 @@ def display_text(token: str) -> str:
     return "".join(out) or "∅"
 
 
-def render_html(tokens: list[str], values: list[float], is_bos: list[bool], quantity: str) -> str:
-    """One span per token, background from the colour scale, tooltip with the token and value."""
-    lo, hi = value_range(values, is_bos)
+def render_html(tokens: list[str], values: list[float], is_bos: list[bool], quantity: str,
+                stops=None, fixed: Optional[tuple[float, float]] = None) -> str:
+    """One span per token, background from the colour scale (`stops`; over `fixed` = (lo, hi) or
+    the document's own range), tooltip with the token and value."""
+    lo, hi = fixed if fixed is not None else value_range(values, is_bos)
     parts = []
     for i, (tok, value, bos) in enumerate(zip(tokens, values, is_bos)):
         if bos:
@@ -70,7 +77,7 @@ def render_html(tokens: list[str], values: list[float], is_bos: list[bool], quan
             parts.append(f'<span style="background-color:{BOS_BACKGROUND}; color:{BOS_FOREGROUND}; '
                          f'font-size:small;" title="{tip}">&nbsp;BOS&nbsp;</span> ')
             continue
-        bg = scale_colour(normalize(value, lo, hi))
+        bg = scale_colour(normalize(value, lo, hi), stops)
         tip = html.escape(f"token {i}: {tok!r} · {quantity} {value:.2f}", quote=True)
         parts.append(f'<span style="background-color:{bg.name()}; color:{text_colour_on(bg)};" '
                      f'title="{tip}">{display_text(tok)}</span>{HAIR_SPACE}')
@@ -86,11 +93,17 @@ class GradientBar(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setFixedSize(180, 14)
+        self.stops = SCALE_STOPS
+
+    def set_stops(self, stops) -> None:
+        if stops is not self.stops:
+            self.stops = stops
+            self.update()
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
         gradient = QLinearGradient(0, 0, self.width(), 0)
-        for t, colour in SCALE_STOPS:
+        for t, colour in self.stops:
             gradient.setColorAt(t, QColor(colour))
         painter.fillRect(self.rect(), gradient)
         painter.setPen(QColor("#909090"))
@@ -105,6 +118,7 @@ class TokenPanel(QWidget):
         self.tokens: list[str] = []
         self.values: list[float] = []
         self.is_bos: list[bool] = []
+        self.feature: Optional[int] = None  # the dictionary feature the tokens are coloured by
         self.header = QLabel()
         self.header.setStyleSheet("font-weight: 600; font-size: 11pt;")
         self.header.setTextFormat(Qt.TextFormat.PlainText)
@@ -121,7 +135,8 @@ class TokenPanel(QWidget):
         legend.setContentsMargins(0, 0, 0, 0)
         self.caption = QLabel("residual norm")
         self.caption.setStyleSheet("color: #606060;")
-        for w in (self.caption, self.lo_label, GradientBar(), self.hi_label):
+        self.gradient = GradientBar()
+        for w in (self.caption, self.lo_label, self.gradient, self.hi_label):
             legend.addWidget(w)
         legend.addSpacing(16)
         legend.addWidget(self.bos_label)
@@ -155,32 +170,50 @@ class TokenPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.header)
         layout.addWidget(self.stack, 1)
-        self.header.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        # A long header is clipped rather than widening the column (three columns share 1280 px).
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.header.setMinimumWidth(120)
 
     def show_message(self, message: str, header: str = "") -> None:
         self.tokens, self.values, self.is_bos = [], [], []
+        self.feature = None
         self.header.setText(header)
         self.stack.show_message(message)
 
     def show_tokens(self, tokens: list[str], values: list[float], is_bos: list[bool],
-                    header: str, quantity: str = "residual norm") -> None:
+                    header: str, quantity: str = "residual norm", caption: Optional[str] = None,
+                    feature: Optional[int] = None, top: Optional[float] = None) -> None:
+        """Colour the tokens by `values`. With `feature` set, the values are that dictionary
+        feature's activations: orange scale from 0 to `top` (default: the document's largest),
+        `caption` names the feature in the legend."""
         self.tokens, self.values, self.is_bos = list(tokens), list(values), list(is_bos)
+        self.feature = feature
         self.header.setText(header)
-        self.browser.setHtml(render_html(tokens, values, is_bos, quantity))
-        lo, hi = value_range(values, is_bos)
+        if feature is None:
+            stops, fixed = SCALE_STOPS, None
+            lo, hi = value_range(values, is_bos)
+        else:
+            stops = FEATURE_SCALE_STOPS
+            doc_top = max(values_no_bos(values, is_bos))
+            lo, hi = 0.0, float(top) if top and top > 0 else (doc_top if doc_top > 0 else 1.0)
+            fixed = (lo, hi)
+        self.browser.setHtml(render_html(tokens, values, is_bos, quantity, stops, fixed))
+        self.gradient.set_stops(stops)
         above = sum(1 for v, b in zip(values, is_bos) if not b and v > hi + 1e-9)
-        self.caption.setText(quantity)
+        self.caption.setText(caption or quantity)
+        self.caption.setStyleSheet("color: #606060;" if feature is None else "color: #8c2d04; font-weight: 600;")
         self.lo_label.setText(f"{lo:.1f}")
         self.hi_label.setText(f"{hi:.1f}" + ("+" if above else ""))
-        off = [f"BOS {v:.1f}" for v, b in zip(values, is_bos) if b]
+        off = [f"BOS {v:.1f}" for v, b in zip(values, is_bos) if b] if feature is None else []
         if above:
             top = max(values_no_bos(values, is_bos))
             off.append(f"{above} token{'s' if above != 1 else ''} up to {top:.1f} (darkest)")
         self.bos_label.setText(("off the scale: " + "; ".join(off)) if off else "")
         xs = np.array([i for i, b in enumerate(is_bos) if not b], dtype=float)
         ys = np.array([v for v, b in zip(values, is_bos) if not b], dtype=float)
-        brushes = [scale_colour(normalize(v, lo, hi)) for v in ys]
+        brushes = [scale_colour(normalize(v, lo, hi), stops) for v in ys]
         self.bars.setOpts(x=xs, height=ys, width=0.85, brushes=brushes)
+        self.plot.setLabel("left", "norm" if feature is None else "activation")
         if len(xs):
             # The y range follows the colour scale so outliers do not flatten the other bars;
             # the mouse wheel zooms out to them.
