@@ -1,5 +1,6 @@
 """The main window. Inspect tab: documents on the left, the inspect view (tokens + similar documents)
-on the right. Training tab: runs and live curves (gui/training_view.py); Train > New Training Run
+in the middle, the document's dictionary features on the right (gui/feature_session.py owns them,
+their dashboard dock and the Dictionary menu's work). Training tab: runs and live curves (gui/training_view.py); Train > New Training Run
 opens the wizard (gui/wizard.py).
 
 Three worker threads (gui/worker.py), so nothing waits behind something slow:
@@ -25,6 +26,7 @@ from core import paths
 from core.documents import SUPPORTED, Corpus, Document, from_text, load_demo, load_paths
 from gui.dialogs import PasteDialog, ProblemsDock, show_error_box
 from gui.documents_panel import DocumentsPanel, Entry
+from gui.feature_session import STARTER, FeatureSession
 from gui.neighbours import Neighbour, NeighboursPanel
 from gui.recent import DEMO, RecentList
 from gui.task_status import TaskStatus
@@ -48,7 +50,10 @@ class MainWindow(QMainWindow):
     neighbours_shown = Signal()  # the neighbours table shows rows
     vectors_ready = Signal(int)  # corpus vectors of this layer are in memory
 
-    def __init__(self, teacher=None, layer: int = 6, settings: Optional[QSettings] = None, parent=None):
+    def __init__(self, teacher=None, layer: int = 6, settings: Optional[QSettings] = None, parent=None,
+                 dictionary=STARTER):
+        """`dictionary`: a dictionary folder or file to open, "starter" (the one used last, else
+        the starter dictionary when it is installed), or None."""
         super().__init__(parent)
         self.teacher = None
         self.shadow = None  # the teacher's twin for the inspector thread
@@ -93,6 +98,7 @@ class MainWindow(QMainWindow):
         self._refresh_inspect()
         if teacher is not None:
             self.set_teacher(teacher)
+        self.features.open_at_start(dictionary)
 
     # ================================================================== construction
 
@@ -103,17 +109,20 @@ class MainWindow(QMainWindow):
         self.neighbours = NeighboursPanel()
         self.neighbours.activated.connect(self.select_corpus_document)
         self.neighbours.export_requested = self.export_neighbours_csv
+        self.features = FeatureSession(self)
 
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.token_panel)
-        right.addWidget(self.neighbours)
-        right.setSizes([420, 350])
-        right.setChildrenCollapsible(False)
+        middle = QSplitter(Qt.Orientation.Vertical)
+        middle.addWidget(self.token_panel)
+        middle.addWidget(self.neighbours)
+        middle.setSizes([440, 330])
+        middle.setChildrenCollapsible(False)
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(self.documents)
-        main.addWidget(right)
-        main.setSizes([450, 830])
+        main.addWidget(middle)
+        main.addWidget(self.features.bars)
+        main.setSizes([330, 520, 430])
         main.setChildrenCollapsible(False)
+        self.inspect_splitter = main
         inspect = QWidget()
         layout = QVBoxLayout(inspect)
         layout.setContentsMargins(8, 6, 8, 4)
@@ -177,6 +186,19 @@ class MainWindow(QMainWindow):
         self.act_show_inspect = self._action("&Inspect", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1")
         self.act_show_training = self._action("&Training Runs", lambda: self.tabs.setCurrentIndex(1), "Ctrl+2")
         self.act_gguf = self._action("Load &GGUF File…", self.load_gguf_dialog)
+        f = self.features
+        self.act_dictionary = self._action("&Open Dictionary Folder…", f.open_dictionary_dialog,
+                                           tip="A SAELens folder (cfg.json + sae_weights.safetensors) or "
+                                           "Gemma Scope parameters (params.npz / params.safetensors)")
+        self.act_starter = self._action("Use &Starter Dictionary", lambda: f.open_starter(),
+                                        tip="The dictionary that ships for the bundled teacher (layer 6)")
+        # Ctrl+F filters the documents list already; Ctrl+Shift+F searches features.
+        self.act_search = self._action("Search &Features…", f.open_search, "Ctrl+Shift+F",
+                                       tip="Find features by label text or by the token they fire on")
+        self.act_export_bars = self._action("&Export Feature Bars…", lambda: f.export_bars_dialog(),
+                                            tip="The feature bars as a PNG (2x) or every score as CSV")
+        self.act_build_index = self._action("&Build Feature Index", lambda: f.schedule_index(force=True),
+                                            tip="Encode the open corpus once for dashboards and search by token")
 
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
@@ -207,6 +229,12 @@ class MainWindow(QMainWindow):
             model.addAction(a)
         model.addSeparator()
         model.addAction(self.act_cancel)
+        dictionary = bar.addMenu("&Dictionary")
+        for a in (self.act_dictionary, self.act_starter):
+            dictionary.addAction(a)
+        dictionary.addSeparator()
+        for a in (self.act_search, self.act_build_index, self.act_export_bars):
+            dictionary.addAction(a)
 
         self.layer_spin = QSpinBox()
         self.layer_spin.setRange(0, 127)
@@ -408,9 +436,12 @@ class MainWindow(QMainWindow):
         if layer == self.layer:
             self._refresh_inspect()
 
-    def _tokens_done(self, teacher_gen: int, key, view) -> None:
+    def _tokens_done(self, teacher_gen: int, key, result) -> None:
         if teacher_gen != self._teacher_gen:
             return
+        view, scored = result
+        if scored is not None:
+            self.features.store(key[:2], *scored)
         self._tokens[key] = view
         while len(self._tokens) > TOKEN_CACHE_SIZE:
             self._tokens.popitem(last=False)
@@ -439,6 +470,7 @@ class MainWindow(QMainWindow):
         entry = self.current_entry()
         view = self._show_tokens(entry)
         self._show_neighbours(entry, view)
+        self.features.show_document(entry)
 
     def _show_tokens(self, entry: Optional[Entry]):
         if entry is None:
@@ -463,19 +495,26 @@ class MainWindow(QMainWindow):
             task = self._token_task
             if task is None or task.outcome is not None or task.token_key != key:
                 shadow, text, layer, gen = self.shadow, entry.doc.text, self.layer, self._teacher_gen
+                job = self.features.job_for_layer(layer)  # score the features in the same pass
                 self._token_task = self.inspector.submit(Task(
-                    "tokens", lambda state: _token_norms(shadow, text, layer, state),
+                    "tokens", lambda state: _inspect_document(shadow, text, layer, job, state),
                     on_result=lambda v: self._tokens_done(gen, key, v),
                     on_error=lambda what, hint: self._tokens_failed(key, what, hint)))
                 self._token_task.token_key = key
+                self._token_task.score_gen = job.gen if job is not None else None
             return None
         self._tokens.move_to_end(key)
         n = sum(1 for b in view.is_bos if not b)
-        self.token_panel.show_tokens(
-            view.tokens, view.values, view.is_bos,
-            header=f"{entry.doc.id}  ·  residual norm after block {self.layer}  ·  {n} tokens")
+        if not self.features.show_feature_tokens(entry, view, self.token_panel):
+            self.token_panel.show_tokens(
+                view.tokens, view.values, view.is_bos,
+                header=f"{entry.doc.id}  ·  residual norm after block {self.layer}  ·  {n} tokens")
         self.tokens_shown.emit()
         return view
+
+    def refresh_tokens(self) -> None:
+        """Redraw the token view (the selected feature changed: its colours, or back to norms)."""
+        self._show_tokens(self.current_entry())
 
     def _show_neighbours(self, entry: Optional[Entry], view) -> None:
         panel = self.neighbours
@@ -520,12 +559,13 @@ class MainWindow(QMainWindow):
                 self._refresh_inspect()
 
     def _task_failed(self, task: Task, what: str, hint: str) -> None:
-        if task.key != "tokens":  # token view errors are shown in the view itself
+        # Token view and feature errors are shown in their views; quiet tasks report themselves.
+        if task.key != "tokens" and not getattr(task, "quiet", False):
             self._show_error(what, hint)
             self._refresh_inspect()
 
     def _task_cancelled(self, task: Task) -> None:
-        if task.key != "tokens":
+        if task.key != "tokens" and not getattr(task, "quiet", False):
             self._set_status(f"Cancelled: {task.title}")
             self._refresh_inspect()
 
@@ -694,6 +734,7 @@ class MainWindow(QMainWindow):
         """Cancel and join the worker threads. A model load cannot be interrupted inside
         transformers, so closing may wait for it to finish; the window is hidden meanwhile."""
         self.hide()
+        self.features.shutdown()
         if self.training_view is not None:
             self.training_view.shutdown()
         if self.run_bridge is not None:
@@ -717,7 +758,7 @@ def _corpus_vectors(teacher, documents, layer, state):
     return corpus_vectors(teacher, documents, layer, state=state)
 
 
-def _token_norms(shadow, text, layer, state):
-    from core.inspect import token_norms
+def _inspect_document(shadow, text, layer, job, state):
+    from gui.feature_session import inspect_document
 
-    return token_norms(shadow, text, layer, state=state)
+    return inspect_document(shadow, text, layer, job, state)

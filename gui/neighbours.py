@@ -86,6 +86,7 @@ class NeighboursPanel(QWidget):
         self.header.setTextFormat(Qt.TextFormat.PlainText)
         self.note = QLabel()
         self.note.setStyleSheet("color: #606060;")
+        self.note.setWordWrap(True)  # a long note must not widen the column
         self.stack = Placeholder(self.table, "Open a document to see its nearest neighbours.")
         self.export_requested = None  # set by the window: callable that asks for a path
 
