@@ -21,8 +21,10 @@ AUTO_SHARE = 0.25  # a token string joins the label with at least this share of 
 
 
 def show_token(text: str) -> str:
-    """A token string quoted so its spaces show: ' because', '\\n'."""
-    return "'" + text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + "'"
+    """A token string quoted so its spaces show: ' because', '\\n', "'s"."""
+    body = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    quote = '"' if "'" in text and '"' not in text else "'"
+    return quote + body + quote
 
 
 def auto_label(index, f: int, token_strings: Callable[[list[int]], list[str]]) -> str:
