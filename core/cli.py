@@ -215,6 +215,210 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _add_features(sub) -> None:
+    p = sub.add_parser("features", help="a document's top dictionary features, with labels and scores",
+                       description="Score a document against a sparse dictionary (SAE) and print its "
+                                   "top features. 'projection' (default) is the seed-000 bridge: the "
+                                   "document's mean-pooled residual, z-normalized against the "
+                                   "dictionary's reference, projected onto unit decoder directions "
+                                   "(signed). 'tokens' encodes every token and reports the mean "
+                                   "activation over the document (and the peak).")
+    p.add_argument("file", help="a text file (a .jsonl/.csv/.tsv file or a folder scores every "
+                                "document in it), or '-' for standard input")
+    p.add_argument("--dictionary", metavar="DIR", default=None,
+                   help="SAE folder (cfg.json + sae_weights.safetensors); default: the starter "
+                        "dictionary for the bundled teacher")
+    p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
+    p.add_argument("--method", default="projection", choices=["projection", "tokens"])
+    p.add_argument("--top", type=int, default=20, help="features to show (default 20)")
+    p.add_argument("--by", default="abs", choices=["abs", "value", "peak"],
+                   help="rank by |score| (default), by score, or by peak activation (tokens)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--reference-corpus", nargs="+", metavar="CORPUS", default=None,
+                   help="when the dictionary ships no reference.safetensors: compute the "
+                        "z-normalization reference from this corpus ('demo' or files)")
+    p.add_argument("--max-length", type=int, default=1024, help="tokens per document (default 1024)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+
+
+def _add_label(sub) -> None:
+    p = sub.add_parser("label", help="write automatic feature labels and a projection reference "
+                                     "into a dictionary folder",
+                       description="Build the feature index of a dictionary over a token cache, "
+                                   "label every feature from its top-activating tokens (labels you "
+                                   "edited are kept) and write labels.json and reference.safetensors "
+                                   "(mean/std of the corpus's document vectors) into the folder.")
+    p.add_argument("dictionary", help="SAE folder (cfg.json + sae_weights.safetensors)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cache", metavar="FOLDER", help="a token activation cache at the dictionary's hook")
+    source.add_argument("--corpus", nargs="+", metavar="CORPUS",
+                        help="'demo' or files/folders: extracted once (tokens mode) into the user cache")
+    p.add_argument("--model", default="bundled", help="the teacher (its tokenizer names the tokens)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per document when extracting")
+    p.add_argument("--top-k", type=int, default=20, help="top activating rows kept per feature")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+
+
+def _read_corpus(inputs: list[str]):
+    from core.documents import load_demo, load_paths
+
+    corpus = load_demo() if inputs == ["demo"] else load_paths(inputs)
+    for problem in corpus.problems[:20]:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not corpus.documents:
+        raise DistillscopeError(f"No readable documents in {', '.join(inputs)}.", "See the warnings above.")
+    return corpus
+
+
+def _open_dictionary(folder: Optional[str]):
+    from pathlib import Path
+
+    from core.dictionaries import load
+    from core.features import STARTER_DICTIONARY
+
+    if folder is None:
+        if not (STARTER_DICTIONARY / "cfg.json").is_file():
+            raise DistillscopeError(f"The starter dictionary is not installed ({STARTER_DICTIONARY} "
+                                    "holds no cfg.json).", "Pass --dictionary DIR: a folder with "
+                                    "cfg.json and sae_weights.safetensors (SAELens layout).")
+        folder = STARTER_DICTIONARY
+    return Path(folder), load(folder)
+
+
+def _token_reference(teacher, sae, inputs: list[str], state):
+    """Mean/std of a corpus's pooled document vectors at the dictionary's hook."""
+    from core.activations import ExtractSettings, extract
+    from core.features.scoring import reference_from_cache, sae_hook
+    from core.inspect import auto_cache_folder
+
+    documents = _read_corpus(inputs).documents
+    settings = ExtractSettings(hook=sae_hook(sae, teacher).name, mode="pooled", max_length=256)
+    cache = extract(teacher, documents, auto_cache_folder(teacher, documents, settings), settings, state)
+    return reference_from_cache(cache)
+
+
+def cmd_features(args) -> int:
+    import json
+
+    from core.documents import from_text, load_path
+    from core.features import document_scores, load_labels, load_reference
+    from core.features.scoring import sae_hook
+    from core.models import load_teacher
+    from core.progress import TaskState
+
+    if args.top < 1:
+        raise DistillscopeError("--top must be at least 1.", "e.g. --top 20")
+    if args.by == "peak" and args.method != "tokens":
+        raise DistillscopeError("--by peak needs token scores.", "Add --method tokens.")
+    folder, sae = _open_dictionary(args.dictionary)
+    if args.file == "-":
+        corpus = from_text(sys.stdin.read(), id="stdin")
+    else:
+        corpus = load_path(args.file)
+    for problem in corpus.problems[:20]:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not corpus.documents:
+        raise DistillscopeError(f"No text to score in {args.file}.", "See the warnings above.")
+    reference = load_reference(folder) if args.method == "projection" else None
+    bar, update = _progress_bar()
+    state = TaskState(update)
+    try:
+        teacher = load_teacher(args.model, device=args.device, state=state)
+        hook = sae_hook(sae, teacher)
+        sae.to(teacher.device)
+        if args.method == "projection" and reference is None:
+            if not args.reference_corpus:
+                raise DistillscopeError(
+                    f"Projection scores need a reference (mean and std of document vectors to "
+                    f"z-normalize against), and '{folder}' has no reference.safetensors.",
+                    f"Run `distillscope label {folder} --corpus demo` to write one, pass "
+                    "--reference-corpus demo, or use --method tokens.")
+            reference = _token_reference(teacher, sae, args.reference_corpus, state)
+        results = []
+        for i, document in enumerate(corpus.documents):
+            state.report(i, len(corpus.documents), "Scoring")
+            doc, scores = document_scores(teacher, sae, document.text, reference, args.method,
+                                          args.max_length, state)
+            results.append((document, doc, scores))
+        state.report(len(corpus.documents), len(corpus.documents), "Scored")
+    finally:
+        bar.close()
+    labels = load_labels(folder)
+    out = {"dictionary": str(folder), "hook": hook.name, "method": args.method,
+           "reference": reference.source if reference is not None else None, "documents": []}
+    for document, doc, scores in results:
+        rows = []
+        for rank, f in enumerate(scores.top(args.top, args.by), 1):
+            row = {"rank": rank, "feature": f, "score": float(scores.values[f]), "label": labels.get(f)}
+            if scores.peak is not None:
+                row["peak"] = float(scores.peak[f])
+            rows.append(row)
+        out["documents"].append({"id": document.id, "source": document.source,
+                                 "n_tokens": sum(not b for b in doc.is_bos), "features": rows})
+    if args.json:
+        print(json.dumps(out, indent=1, ensure_ascii=False))
+        return 0
+    what = {"projection": "projection of the z-normalized mean residual onto unit decoder directions",
+            "tokens": "mean activation over the tokens"}[args.method]
+    print(f"dictionary {folder} at {hook.name}; score: {what}")
+    if reference is not None:
+        print(f"reference: {reference.source}")
+    for entry in out["documents"]:
+        print(f"\n{entry['id']} ({entry['n_tokens']:,} tokens)")
+        peak = args.method == "tokens"
+        print(f"{'rank':>4} {'feature':>8} {'score':>9}" + (f" {'peak':>9}" if peak else "") + "  label")
+        for row in entry["features"]:
+            print(f"{row['rank']:>4} {row['feature']:>8} {row['score']:>+9.3f}"
+                  + (f" {row['peak']:>9.3f}" if peak else "") + f"  {row['label']}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from pathlib import Path
+
+    from core.activations import ActivationCache, ExtractSettings, extract
+    from core.dictionaries import load
+    from core.features import index_for, label_all, load_labels, reference_from_cache, save_reference
+    from core.features.scoring import sae_hook
+    from core.inspect import auto_cache_folder
+    from core.models import load_teacher
+    from core.progress import TaskState
+
+    folder = Path(args.dictionary)
+    sae = load(folder)
+    labels = load_labels(folder)  # a damaged labels.json stops us before any long work
+    bar, update = _progress_bar()
+    state = TaskState(update)
+    start = time.monotonic()
+    try:
+        teacher = load_teacher(args.model, device=args.device, state=state)
+        hook = sae_hook(sae, teacher)
+        if args.cache:
+            cache = ActivationCache(args.cache)
+            if cache.manifest["key"]["model"].get("fingerprint") != teacher.fingerprint:
+                print(f"warning: the cache was extracted from {cache.manifest['key']['model']['name']}, "
+                      f"not {teacher.name}: token strings in the labels may be wrong.", file=sys.stderr)
+        else:
+            documents = _read_corpus(args.corpus).documents
+            settings = ExtractSettings(hook=hook.name, mode="tokens", max_length=args.max_length)
+            cache = extract(teacher, documents, auto_cache_folder(teacher, documents, settings), settings, state)
+        sae.to(teacher.device)
+        index = index_for(sae, cache, state, top_k=args.top_k)
+        label_all(index, sae, teacher.token_strings, labels)
+        reference = reference_from_cache(cache)
+    finally:
+        bar.close()
+    labels.save(folder)
+    save_reference(folder, reference)
+    dead = int(index.dead().sum())
+    users = sum(1 for f in labels if labels.is_user(f))
+    print(f"labelled {sum(1 for f in labels if labels.is_auto(f)):,} of {sae.d_sae:,} features "
+          f"({dead:,} never fire on the {index.n_tokens:,} cached tokens; {users:,} labels of yours kept)")
+    print(f"wrote {folder / 'labels.json'} and {folder / 'reference.safetensors'} "
+          f"(reference: {reference.source}) in {time.monotonic() - start:.1f} s")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
@@ -229,9 +433,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     _add_extract(sub)
     _add_train(sub)
     _add_runs(sub)
+    _add_features(sub)
+    _add_label(sub)
     args = parser.parse_args(argv)
     try:
-        return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs}[args.command](args)
+        return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs, "features": cmd_features,
+                "label": cmd_label}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command again to resume.",
               file=sys.stderr)
