@@ -196,7 +196,6 @@ class FeatureDashboard(QWidget):
         self.hist.getAxis("bottom").setLogMode(True)
         self.hist.setLabel("bottom", "activation (log scale)")
         self.hist.setLabel("left", "tokens")
-        self.hist.setTitle("Activation histogram (where it fires)", size="9pt")
         self.hist.setMinimumSize(220, 150)
         self.hist_bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=pg.mkBrush("#fd8d3c"),
                                          pen=pg.mkPen("#d94801", width=0.5))
@@ -234,7 +233,7 @@ class FeatureDashboard(QWidget):
         nearest_box = _titled("Nearest features (decoder cosine)", self.nearest)
 
         upper = QSplitter(Qt.Orientation.Horizontal)
-        upper.addWidget(self.hist)
+        upper.addWidget(_titled("Activations where it fires", self.hist))
         upper.addWidget(effects_box)
         upper.addWidget(nearest_box)
         upper.setSizes([260, 250, 250])
@@ -287,7 +286,7 @@ class FeatureDashboard(QWidget):
             self.pos = len(self.history) - 1
         self.feature = feature
         self.data = None
-        self.title.setText(f"Feature {feature}  of {d_sae:,}")
+        self.title.setText(f"Feature {feature} of {d_sae:,}")
         self.set_label(label, auto)
         self.stats.setText(message)
         self.build_button.hide()

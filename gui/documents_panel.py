@@ -9,7 +9,7 @@ from PySide6.QtCore import (QItemSelectionModel, QModelIndex,
                             QSortFilterProxyModel, Qt, Signal)
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
-                               QSplitter, QTableView, QVBoxLayout, QWidget)
+                               QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget)
 
 from core.documents import Document
 from gui.style import Placeholder, TagDelegate
@@ -111,6 +111,8 @@ class DocumentsPanel(QWidget):
         self.title = QLabel()
         self.title.setTextFormat(Qt.TextFormat.PlainText)
         self.title.setStyleSheet("font-weight: 600;")
+        # A long source path is clipped rather than widening the column (the Inspect tab has three).
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.text = QPlainTextEdit(readOnly=True)
         self.text.setPlaceholderText("Select a document to read its full text.")
         # Qt's default tab stop is 80 px, which turns tab-indented texts into ragged columns.

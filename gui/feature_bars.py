@@ -26,7 +26,7 @@ from gui.style import Placeholder
 
 # Scoring methods as the panel offers them: key, menu text, the one-line explanation in the view.
 METHODS: dict[str, tuple[str, str]] = {
-    "projection": ("Projection (seed 000)",
+    "projection": ("Projection",
                    "Seed-000 bridge: the z-normalized mean-pooled document vector projected on the "
                    "unit decoder directions. Signed: negative = the document points away."),
     "tokens-mean": ("Tokens: mean",
@@ -374,12 +374,14 @@ class FeatureBarsPanel(QWidget):
             self.method_box.addItem(text, key)
             self.method_box.setItemData(self.method_box.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.method_box.setToolTip("How the document's features are scored")
+        self.method_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method_box.setMinimumContentsLength(10)
         self.method_box.currentIndexChanged.connect(self._method_changed)
         self.compare_box = QComboBox()
         self.compare_box.setToolTip("Compare the document's scores with another document or with "
                                     "the mean of a labeled class of the corpus")
         self.compare_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.compare_box.setMinimumContentsLength(12)
+        self.compare_box.setMinimumContentsLength(10)
         self.compare_box.activated.connect(self._compare_chosen)
         self.rows_spin = QSpinBox()
         self.rows_spin.setRange(5, 50)
@@ -486,11 +488,13 @@ class FeatureBarsPanel(QWidget):
         box = self.compare_box
         box.blockSignals(True)
         box.clear()
-        box.addItem("nothing (no comparison)", "none:")
-        box.addItem("another document…", "pick:")
+        box.addItem("no comparison", "none:")
+        box.addItem("a document…", "pick:")
         box.setItemData(1, "Choose a document of the open corpus", Qt.ItemDataRole.ToolTipRole)
         for label, n in classes:
-            box.addItem(f"class: {label} ({n:,} docs)", f"class:{label}")
+            box.addItem(f"class {label} ({n:,})", f"class:{label}")
+            box.setItemData(box.count() - 1, f"The mean of the {n:,} documents labelled {label!r}",
+                            Qt.ItemDataRole.ToolTipRole)
         kind, value = self.compare
         keep = (kind == "class" and box.findData(f"class:{value}") >= 0) or \
                (kind == "document" and value.isdigit() and int(value) < len(self.documents))

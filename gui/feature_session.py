@@ -895,7 +895,7 @@ class FeatureSession(QObject):
         n = sum(1 for b in view.is_bos if not b)
         active = sum(1 for v, b in zip(values, view.is_bos) if v > 0 and not b)
         panel.show_tokens(view.tokens, values, view.is_bos,
-                          header=f"{entry.doc.id}  ·  feature {f} activation  ·  active on {active} of {n} tokens",
+                          header=f"{entry.doc.id}  ·  feature {f}  ·  active on {active} of {n} tokens",
                           quantity=f"feature {f} activation",
                           caption=f"feature {f}" + (f" {short}" if short else ""), feature=f,
                           top=top)

@@ -8,8 +8,8 @@ from typing import Optional
 
 from PySide6.QtCore import QModelIndex, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QStyledItemDelegate,
-                               QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSizePolicy,
+                               QStyledItemDelegate, QTableView, QVBoxLayout, QWidget)
 
 from gui.documents_panel import snippet
 from gui.style import Placeholder, TagDelegate
@@ -84,6 +84,7 @@ class NeighboursPanel(QWidget):
         self.header = QLabel("Most similar documents")
         self.header.setStyleSheet("font-weight: 600; font-size: 11pt;")
         self.header.setTextFormat(Qt.TextFormat.PlainText)
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.note = QLabel()
         self.note.setStyleSheet("color: #606060;")
         self.note.setWordWrap(True)  # a long note must not widen the column

@@ -3,14 +3,23 @@
 Runs the real app (under Xvfb: DISPLAY=:99 QT_QPA_PLATFORM=xcb; offscreen works too) with the
 demo corpus and saves:
   loading.png   the window while the teacher loads,
-  inspect.png   a document's tokens coloured by residual norm, with its nearest neighbours,
+  inspect.png   a document's tokens coloured by residual norm, with its nearest neighbours and
+                its feature bars,
+  features.png  the same document with a feature selected: its bar highlighted, the tokens
+                coloured by the feature's activation,
+  features-compare.png  the document against a labeled class (paired bars, by difference),
+  feature-bars-export.png  the bars as exported (PNG at 2x),
+  dashboard.png the selected feature's dashboard (label, histogram, contexts, logit effects,
+                nearest features),
+  search.png    Search Features by token (' because'),
   long.png      a longer pasted letter (wrapping, newlines, scrolling),
   problems.png  after dropping a folder with broken files onto the window: the Problems dock,
                 while the grown corpus is extracted (progress bar and Cancel in the status bar),
   paste.png     the Paste Text dialog,
   wizard-*.png  the training wizard's four pages (data, method, settings, measured cost),
   training.png  the Training tab with live curves of a real TopK run on layer 6 (then cancelled).
-`--only-training` skips the inspect shots.
+`--only-training` skips the inspect shots; `--only-features` takes loading, inspect and the
+feature shots. `--dictionary DIR` uses that dictionary instead of the starter one.
 """
 
 from __future__ import annotations
@@ -57,6 +66,8 @@ def main(argv=None) -> int:
     parser.add_argument("--layer", type=int, default=6)
     parser.add_argument("--document", default="science-0017", help="id of the document to inspect")
     parser.add_argument("--only-training", action="store_true", help="only the wizard and training shots")
+    parser.add_argument("--only-features", action="store_true", help="only the inspect and feature shots")
+    parser.add_argument("--dictionary", default="starter", help="dictionary folder (default: the starter)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +76,7 @@ def main(argv=None) -> int:
     from gui.main_window import MainWindow
 
     app = make_app()
-    window = MainWindow(layer=args.layer)
+    window = MainWindow(layer=args.layer, dictionary=args.dictionary)
     window.resize(1280, 800)
     window.show()
     window.load_teacher(args.model)
@@ -88,9 +99,17 @@ def main(argv=None) -> int:
     window.documents.select_row(row)
     _wait(app, lambda: window.layer in window._vectors and window.neighbours.model.rowCount() > 0
           and bool(window.token_panel.tokens), 900)
+    _wait(app, lambda: bool(window.features.bars.rows) or window.features.dictionary is None, 60)
     _settle(app)
     window.grab().save(str(out / "inspect.png"))
     print("inspect.png:", window.status.label.text())
+    if window.features.ready():
+        feature_shots(app, window, out)
+    else:
+        print("no dictionary for the feature shots:", window.features.bars.stack.message)
+    if args.only_features:
+        window.close()
+        return 0
 
     dialog = window.paste_dialog_open()
     letter = (Path(__file__).resolve().parent.parent / "resources" / "demo" / "sample.txt")
@@ -115,6 +134,54 @@ def main(argv=None) -> int:
     code = training_shots(app, window, out, args.layer)
     window.close()
     return code
+
+
+def feature_shots(app, window, out: Path) -> None:
+    """Bars with a feature selected (tokens coloured), compare with a class, the exported
+    figure, the feature's dashboard and a search by token. Waits for the feature index."""
+    session, bars = window.features, window.features.bars
+    if not _wait(app, lambda: session.index() is not None, 900):
+        print("the feature index was not built:", window.status.label.text())
+        return
+    entry = window.current_entry()
+    _wait(app, lambda: bool(bars.rows) and session.features_of(entry) is not None, 60)
+    # The shown feature that is most active on one of the document's tokens, so the tokens light up.
+    peak = session.features_of(entry).peak
+    feature = max(bars.rows, key=lambda r: float(peak[r.feature])).feature
+    session.select_feature(feature)
+    _wait(app, lambda: window.token_panel.feature == feature, 30)
+    _settle(app)
+    window.grab().save(str(out / "features.png"))
+    print("features.png: feature", feature, repr(session.dictionary.labels.get(feature)))
+    session.export_bars(str(out / "feature-bars-export.png"))
+
+    session.open_dashboard(feature)
+    _wait(app, lambda: session.dashboard.data is not None and session.dashboard.feature == feature, 120)
+    _settle(app, 0.8)
+    session.dock.grab().save(str(out / "dashboard.png"))
+    print("dashboard.png:", session.dashboard.stats.text().splitlines()[0])
+    session.dock.hide()
+
+    label = entry.doc.label
+    others = [i for i in range(bars.compare_box.count()) if bars.compare_box.itemData(i).startswith("class:")
+              and bars.compare_box.itemData(i) != f"class:{label}"]
+    if others:
+        bars.set_compare("class", bars.compare_box.itemData(others[0]).partition(":")[2])
+        _wait(app, lambda: bool(bars.rows) and bars.rows[0].other is not None, 120)
+        _settle(app)
+        window.grab().save(str(out / "features-compare.png"))
+        print("features-compare.png:", bars.header.text())
+        bars.set_compare("none")
+
+    search = session.open_search()
+    search.move(window.mapToGlobal(window.rect().center()) - search.rect().center())
+    search.search("' because'", "token")
+    _wait(app, lambda: "occurrences" in search.status.text() or "not in the corpus" in search.status.text(), 60)
+    _settle(app)
+    search.grab().save(str(out / "search.png"))
+    print("search.png:", search.status.text())
+    search.hide()
+    session.select_feature(-1)
 
 
 def training_shots(app, window, out: Path, layer: int) -> int:

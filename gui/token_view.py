@@ -135,6 +135,8 @@ class TokenPanel(QWidget):
         legend.setContentsMargins(0, 0, 0, 0)
         self.caption = QLabel("residual norm")
         self.caption.setStyleSheet("color: #606060;")
+        self.caption.setTextFormat(Qt.TextFormat.PlainText)
+        self.caption.setMaximumWidth(260)  # a feature's long label is cut, not widening the view
         self.gradient = GradientBar()
         for w in (self.caption, self.lo_label, self.gradient, self.hi_label):
             legend.addWidget(w)
