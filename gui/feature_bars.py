@@ -413,6 +413,7 @@ class FeatureBarsPanel(QWidget):
         self.note.setStyleSheet("color: #707070; font-size: 9pt;")
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
         self.legend.hide()
 
         self.chart = BarChart()

@@ -33,8 +33,10 @@ from gui.feature_search import FeatureSearch, SearchHit
 from gui.worker import Task
 
 DOC_MAX_LENGTH = 1024  # tokens of one inspected document, as the token view (core.inspect.token_norms)
-INDEX_MAX_LENGTH = 256  # tokens per document in the corpus token cache, as the corpus vectors
-INDEX_DTYPE = "float16"  # the token cache on disk: half the size; contexts are re-encoded from it
+# The corpus token cache and its feature index: the same settings as `distillscope label DICT
+# --corpus ...`, so the two share the cache folder and the index on disk (whichever runs first).
+INDEX_MAX_LENGTH = 256  # tokens per document, as the corpus vectors and the CLI
+INDEX_DTYPE = "float32"
 DOC_CACHE = 64  # documents whose features are kept in memory (token activations are sparse)
 DASHBOARD_CACHE = 64
 N_CONTEXTS = 20
