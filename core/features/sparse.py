@@ -13,7 +13,7 @@ make it fast on a CPU without changing what is computed:
 Precision: on CPUs with bfloat16 matrix units (AMX) the product runs about 4x faster in
 bfloat16 (fp32 accumulation) than in float32. Inputs and weights then carry 8 mantissa bits:
 activations are within about 0.5% and a TopK choice can differ only between near-tied features.
-`pick_precision` measures which is faster on this machine once; callers needing exact values
+`pick_precision` chooses from the CPU's features; callers needing exact values
 (contexts shown to the user, tests against brute force) use float32.
 """
 
@@ -29,10 +29,21 @@ PRECISIONS = ("float32", "bfloat16")
 
 @functools.lru_cache(maxsize=None)
 def pick_precision(device: str = "cpu") -> str:
-    """'bfloat16' where its matrix product is clearly faster than float32's (CPUs with AMX or
-    AVX512-BF16), else 'float32' (GPUs: float32 is fast enough there, and exact)."""
+    """'bfloat16' on CPUs with bfloat16 matrix instructions (AMX tiles or AVX512-BF16), where
+    its product is several times faster than float32's; else 'float32' (elsewhere bfloat16 is
+    emulated and slower; on GPUs float32 is fast enough, and exact). Decided from the CPU's
+    features, not by timing, so a busy machine gets the same answer, and with it the same
+    cached index (the precision is part of index_for's key)."""
     if device != "cpu":
         return "float32"
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if all(check is None for check in checks):  # a torch without these probes: measure once
+        return _timed_choice()
+    return "bfloat16" if any(check is not None and check() for check in checks) else "float32"
+
+
+def _timed_choice() -> str:
     a, b = torch.randn(1024, 640), torch.randn(640, 1024)
 
     def best(x, y) -> float:
@@ -45,11 +56,9 @@ def pick_precision(device: str = "cpu") -> str:
         return min(times)
 
     try:
-        fp32 = best(a, b)
-        bf16 = best(a.bfloat16(), b.bfloat16())
+        return "bfloat16" if best(a.bfloat16(), b.bfloat16()) * 1.5 < best(a, b) else "float32"
     except RuntimeError:  # no bfloat16 matmul on this build
         return "float32"
-    return "bfloat16" if bf16 * 1.5 < fp32 else "float32"
 
 
 class SparseEncoder:
