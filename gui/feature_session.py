@@ -489,14 +489,21 @@ class FeatureSession(QObject):
         self._class_tokens.clear()
         self._projections.clear()
         self._dashboards.clear()
-        w = self.window
-        classes = collections.Counter(d.label for d in w.corpus.documents if d.label)
-        from gui.documents_panel import snippet
-
-        self.bars.set_compare_choices(sorted(classes.items()),
-                                      [(e.doc.id, e.doc.label or "", snippet(e.doc.text, 90)) for e in w.entries])
+        if self.bars.compare[0] == "document":  # its row may now hold another document
+            self.bars.set_compare("none")
+        self.entries_changed()
         self._update_info()
         QTimer.singleShot(0, self.schedule_index)
+
+    def entries_changed(self) -> None:
+        """The documents list changed (a corpus opened, a text pasted): the compare choices."""
+        from gui.documents_panel import snippet
+
+        w = self.window
+        classes = collections.Counter(d.label for d in w.corpus.documents if d.label)
+        self.bars.set_compare_choices(sorted(classes.items()),
+                                      [(e.doc.id, e.doc.label or "pasted", snippet(e.doc.text, 90))
+                                       for e in w.entries])
 
     def _vectors_ready(self, layer: int) -> None:
         d = self.dictionary
@@ -941,6 +948,14 @@ class FeatureSession(QObject):
         self.select_feature(feature)
         self._load_dashboard(feature)
 
+    def _show_dashboard_data(self, data: DashboardData) -> None:
+        w = self.window
+        self.dashboard.show_data(data, self.dictionary.labels.get)
+        # "Build feature index" only where a build can start and none is running.
+        self.dashboard.build_button.setVisible(self._index is None and not self.index_building()
+                                               and w.teacher is not None and bool(w.corpus.documents))
+        self.dashboard_shown.emit(data.feature)
+
     def _reload_dashboard(self) -> None:
         if self.dock is not None and self.dock.isVisible() and self.dashboard.feature >= 0:
             self._load_dashboard(self.dashboard.feature)
@@ -953,8 +968,7 @@ class FeatureSession(QObject):
         data = self._dashboards.get(key)
         if data is not None:
             self._dashboards.move_to_end(key)
-            dash.show_data(data, d.labels.get)
-            self.dashboard_shown.emit(feature)
+            self._show_dashboard_data(data)
             return
         index = self.index()
         teacher = w.shadow if w.teacher is not None else None
@@ -968,8 +982,7 @@ class FeatureSession(QObject):
             while len(self._dashboards) > DASHBOARD_CACHE:
                 self._dashboards.popitem(last=False)
             if self.dashboard.feature == feature:
-                self.dashboard.show_data(data, self.dictionary.labels.get)
-                self.dashboard_shown.emit(feature)
+                self._show_dashboard_data(data)
 
         def failed(what: str, hint: str) -> None:
             if self.dashboard.feature == feature:

@@ -366,6 +366,7 @@ class MainWindow(QMainWindow):
         self.entries = [Entry(d, i) for i, d in enumerate(self.corpus.documents)]
         self.entries += [Entry(d, None) for d in self.pasted]
         self.documents.set_entries(self.entries)
+        self.features.entries_changed()
 
     def select_corpus_document(self, corpus_index: int) -> None:
         self.documents.select_row(corpus_index)

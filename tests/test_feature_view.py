@@ -504,3 +504,27 @@ def test_cancelled_index_is_not_rebuilt_until_asked(qtbot, make_window, tiny_tea
             h.remove()
     window.act_build_index.trigger()
     wait_index(qtbot, window)
+
+
+def test_walking_the_list_shows_the_last_document_only(qtbot, ready, probe):
+    """Results of documents left behind are dropped: the bars end on the selected one."""
+    window, sae = ready
+    for row in (20, 21, 22, 23):
+        window.documents.select_row(row)
+    doc = window.entries[23].doc
+    qtbot.waitUntil(lambda: window.features.bars.header.text() == f"Features of {doc.id}", timeout=TIMEOUT_MS)
+    qtbot.waitUntil(window.is_idle, timeout=TIMEOUT_MS)
+    _, expected = document_scores(probe, sae, doc.text, corpus_reference(window), "projection")
+    assert window.features.bars.header.text() == f"Features of {doc.id}"
+    assert shown(window) == expected.top(window.features.bars.n_rows)
+
+
+def test_pasted_text_gets_bars_and_can_be_compared(qtbot, ready):
+    window, _ = ready
+    assert window.paste_text("The committee postponed the vote because the chair was ill.", "note")
+    qtbot.waitUntil(lambda: window.features.bars.header.text() == "Features of pasted-1", timeout=TIMEOUT_MS)
+    bars = window.features.bars
+    assert bars.documents[-1][0] == "pasted-1"
+    bars.set_compare("document", "5")
+    qtbot.waitUntil(lambda: bars.header.text() == f"Features of pasted-1 vs {window.entries[5].doc.id}",
+                    timeout=TIMEOUT_MS)
