@@ -594,7 +594,7 @@ class FeatureBarsPanel(QWidget):
         head = [(self.title, True), (self.dictionary_label.text(), False),
                 (METHODS[self.method][1], False)]
         if self.other is not None:
-            head.append((f"■ {self.chart.names[0]}   ■ {self.chart.names[1]}   (sorted by the largest difference)", False))
+            head.append(("legend", False))  # painted by _paint_legend
         foot = [(self.note_text, False)] if self.note_text else []
 
         def height_of(lines) -> int:

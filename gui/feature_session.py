@@ -861,7 +861,8 @@ class FeatureSession(QObject):
         if method == "projection":
             notes.append(self.reference()[2])
         n_tokens = sum(1 for b in features.is_bos if not b)
-        notes.append(f"{n_tokens:,} tokens" + (f" (the first {DOC_MAX_LENGTH:,})" if len(features.is_bos) >= DOC_MAX_LENGTH else ""))
+        cut = len(features.is_bos) >= DOC_MAX_LENGTH
+        notes.append(f"{n_tokens:,} tokens" + (f" (the first {DOC_MAX_LENGTH:,})" if cut else ""))
         other, other_name, why = self._compare_values(method)
         if why:
             notes.append(why)

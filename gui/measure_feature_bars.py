@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from gui.main_window import MainWindow
     from gui.stall_probe import StallProbe, run_until
 
-    app = make_app()
+    make_app()
     window = MainWindow(layer=6, dictionary=args.dictionary or "starter")
     window.resize(1280, 800)
     window.show()

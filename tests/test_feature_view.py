@@ -17,7 +17,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 import torch  # noqa: E402
-from PySide6.QtCore import QPoint, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from core.dictionaries import SAEConfig, create  # noqa: E402
 from core.features import (Reference, class_vector, compare, document_scores,  # noqa: E402
