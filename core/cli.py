@@ -259,6 +259,39 @@ def _add_label(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a dictionary in the SAELens layout (optionally float16)",
+                       description="Copy a dictionary (a run folder, its artifacts/sae, any SAELens "
+                                   "folder or Gemma Scope params file) to OUT as cfg.json + "
+                                   "sae_weights.safetensors, which sae-lens loads too.")
+    p.add_argument("source", help="a run folder, an SAE folder, or a params.npz/.safetensors file")
+    p.add_argument("out", help="the folder to write (must not exist or be empty)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="weight dtype on disk (default: the dictionary's own)")
+    p.add_argument("--hook", default=None, help="hook of a params file, e.g. resid_post.6")
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from core.dictionaries import load
+
+    source, out = Path(args.source), Path(args.out)
+    if (source / "artifacts" / "sae" / "cfg.json").is_file():
+        source = source / "artifacts" / "sae"  # a run folder: its final dictionary
+    if out.exists() and any(out.iterdir()):
+        raise DistillscopeError(f"'{out}' exists and is not empty.", "Choose a new folder.")
+    sae = load(source, hook=args.hook)
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(args.dtype)
+    sae.save(out, dtype=dtype)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"wrote {out}: {sae.cfg.architecture}, {sae.d_in} -> {sae.d_sae:,} features, "
+          f"{args.dtype or 'own dtype'}, {size / 1e6:.2f} MB")
+    return 0
+
+
 def _read_corpus(inputs: list[str]):
     from core.documents import load_demo, load_paths
 
@@ -435,10 +468,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     _add_runs(sub)
     _add_features(sub)
     _add_label(sub)
+    _add_export(sub)
     args = parser.parse_args(argv)
     try:
         return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs, "features": cmd_features,
-                "label": cmd_label}[args.command](args)
+                "label": cmd_label, "export": cmd_export}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command again to resume.",
               file=sys.stderr)
