@@ -99,9 +99,19 @@ def test_token_scores_ignore_bos():
     assert token_scores(sae, acts[:1], [True]).values.tolist() == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("architecture", ["standard", "topk", "batchtopk", "jumprelu"])
+class SquaredReLU(REGISTRY["standard"]):
+    """An activation the fast encoder has no shortcut for: it must call this one."""
+
+    def activation(self, pre):
+        return torch.relu(pre) ** 2
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk", "batchtopk", "jumprelu", "custom"])
 def test_encoders_agree_with_sae_encode(architecture):
-    sae = make_sae(architecture, d_in=16, d_sae=40, k=5, seed=1)
+    if architecture == "custom":
+        sae = SquaredReLU(SAEConfig(d_in=16, d_sae=40, architecture="standard"), seed=1)
+    else:
+        sae = make_sae(architecture, d_in=16, d_sae=40, k=5, seed=1)
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_(0, 0.3)

@@ -68,6 +68,8 @@ class SparseEncoder:
     def __init__(self, sae, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        from core.dictionaries.batchtopk import BatchTopKSAE, JumpReLUSAE
+        from core.dictionaries.relu import ReluSAE
         from core.dictionaries.topk import TopKSAE
 
         self.sae = sae
@@ -81,10 +83,18 @@ class SparseEncoder:
                 b = b - sae.b_dec.detach().float() @ W_enc
             self.W = (W_enc * sae.cfg.input_scale).to(self.dtype)
             self.b = b.to(self.dtype)
-        # Plain TopK: kept entries straight from topk. Subclasses that change the activation
-        # (BatchTopK's threshold at inference) go through their own `activation`.
-        self.topk = type(sae).activation is TopKSAE.activation
+        # Plain TopK: kept entries straight from topk. ReLU and JumpReLU (BatchTopK at
+        # inference): a feature is active where pre > max(threshold, 0), found with one
+        # comparison instead of building the activation and then its nonzero mask. Any other
+        # activation goes through the architecture's own `activation`.
+        activation = type(sae).activation
+        self.topk = activation is TopKSAE.activation
         self.k = int(sae.cfg.k)
+        self.threshold = None
+        if activation is ReluSAE.activation:
+            self.threshold = torch.zeros((), dtype=self.dtype, device=self.device)
+        elif activation in (JumpReLUSAE.activation, BatchTopKSAE.activation):
+            self.threshold = sae.threshold.detach().float().clamp(min=0).to(self.dtype)
 
     @torch.no_grad()
     def __call__(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,6 +108,9 @@ class SparseEncoder:
             if bool(keep.all()):  # the usual case: skip three masked copies
                 return rows.reshape(-1).cpu(), feats.reshape(-1).cpu(), values.reshape(-1).float().cpu()
             return rows[keep].cpu(), feats[keep].cpu(), values[keep].float().cpu()
+        if self.threshold is not None:
+            rows, feats = (pre_NF > self.threshold).nonzero(as_tuple=True)
+            return rows.cpu(), feats.cpu(), pre_NF[rows, feats].float().cpu()
         was = self.sae.training
         self.sae.eval()  # BatchTopK: the inference threshold, not the batch's choice
         try:
