@@ -5,6 +5,12 @@ CPU with the threads torch picks; the index encodes every token once. Prints sec
 architecture and precision, and how far the bfloat16 index is from the exact one.
 
     .venv/bin/python tests/bench/bench_feature_index.py [--tokens 100000] [--d-sae 4096]
+
+Measured on the 2-core development machine (Xeon with AMX, torch 2.13 CPU, 2 threads, nothing
+else running): TopK (k=32) 1.39-1.47 s in bfloat16, 3.1 s in float32; ReLU 1.55-1.66 s and
+JumpReLU 1.55-1.73 s in bfloat16. bfloat16 against float32: frequencies within 2e-4, maxima
+within 0.4%, 98.7% of top rows the same. With other processes busy on both cores the times
+vary (5-17 s seen): torch's two threads then wait for each other.
 """
 
 import argparse
