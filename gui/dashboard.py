@@ -69,6 +69,24 @@ class DashboardData:
     effects_note: str = ""  # why there are no logit effects, if there are none
 
 
+class LogAxis(pg.AxisItem):
+    """An axis whose values are log10 of the quantity: ticks at 1..9, 1-2-5 or 1-3 times powers
+    of ten (fewer the wider the range), labelled with the quantity itself."""
+
+    def tickValues(self, minVal, maxVal, size):
+        if not (np.isfinite(minVal) and np.isfinite(maxVal)) or maxVal <= minVal:
+            return []
+        decades = maxVal - minVal
+        steps = (range(1, 10) if decades < 0.6 else (1, 2, 5) if decades < 1.5 else
+                 (1, 3) if decades < 3 else (1,))
+        ticks = [np.log10(m) + k for k in range(int(np.floor(minVal)) - 1, int(np.ceil(maxVal)) + 1)
+                 for m in steps]
+        return [(1.0, [t for t in ticks if minVal <= t <= maxVal])]
+
+    def tickStrings(self, values, scale, spacing):
+        return [f"{10 ** v:.3g}" for v in values]
+
+
 def inline_token(token: str) -> str:
     """A token as HTML on one line: newlines and tabs as marks, other control characters escaped."""
     out = []
@@ -187,13 +205,13 @@ class FeatureDashboard(QWidget):
         stats_row.addWidget(self.build_button)
 
         # Histogram: created once, then only setData (pyqtgraph advice).
-        self.hist = pg.PlotWidget(background="w")
+        self.hist = pg.PlotWidget(background="w", axisItems={"bottom": LogAxis("bottom")})
         self.hist.setMenuEnabled(False)
         self.hist.hideButtons()
         self.hist.setMouseEnabled(x=False, y=False)
         # Bins are log-spaced: bars are drawn at log10 of their edges, and the axis labels them
         # as powers of ten (BarGraphItem does not follow a plot's log mode).
-        self.hist.getAxis("bottom").setLogMode(True)
+        self.hist.getAxis("bottom").enableAutoSIPrefix(False)  # its values are logarithms
         self.hist.setLabel("bottom", "activation (log scale)")
         self.hist.setLabel("left", "tokens")
         self.hist.setMinimumSize(220, 150)
@@ -236,7 +254,7 @@ class FeatureDashboard(QWidget):
         upper.addWidget(_titled("Activations where it fires", self.hist))
         upper.addWidget(effects_box)
         upper.addWidget(nearest_box)
-        upper.setSizes([260, 250, 250])
+        upper.setSizes([250, 290, 240])
         upper.setChildrenCollapsible(False)
 
         self.contexts_title = QLabel("Top-activating contexts")
