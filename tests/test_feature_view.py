@@ -528,3 +528,20 @@ def test_pasted_text_gets_bars_and_can_be_compared(qtbot, ready):
     bars.set_compare("document", "5")
     qtbot.waitUntil(lambda: bars.header.text() == f"Features of pasted-1 vs {window.entries[5].doc.id}",
                     timeout=TIMEOUT_MS)
+
+
+def test_projection_uses_the_dictionarys_reference_without_a_corpus(qtbot, probe, make_window, tiny_teacher, sae_dir):
+    from core.features import save_reference
+
+    torch.manual_seed(1)
+    ref = Reference(torch.randn(32), torch.rand(32) + 0.5, "shipped reference", f"resid_post.{LAYER}", 10)
+    save_reference(sae_dir, ref)
+    window = make_window(teacher=tiny_teacher, dictionary=str(sae_dir))
+    d = loaded(qtbot, window)
+    text = "A dictionary folder can ship the reference its labels were made with."
+    window.paste_text(text)
+    bars = window.features.bars
+    qtbot.waitUntil(lambda: bool(bars.rows) and "dictionary's reference" in bars.note.text(), timeout=TIMEOUT_MS)
+    assert "shipped reference" in bars.note.text()
+    _, expected = document_scores(probe, d.sae, text, ref, "projection")
+    assert shown(window) == expected.top(bars.n_rows)
