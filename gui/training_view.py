@@ -371,7 +371,11 @@ class TrainingView(QWidget):
         self.curves.poll()
 
     def shutdown(self) -> None:
-        """Stop the timers (the bridge and its runner belong to the caller)."""
+        """Stop the timers (the bridge and its runner belong to the caller). Runs once: the main
+        window's quit and the view's own closeEvent both call it."""
+        if getattr(self, "_shut_down", False):
+            return
+        self._shut_down = True
         for timer in (self._list_timer, self._curves_timer, self._soon):
             timer.stop()
         self.curves.stop()
