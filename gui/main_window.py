@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self.teacher = None
         self.shadow = None  # the teacher's twin for the inspector thread
         self.job_teacher = None  # and its twin for training jobs
+        self.wizard_teacher = None  # and one for the wizard's cost estimate (its own thread)
         self.corpus = Corpus(name="no corpus")
         self.pasted: list[Document] = []
         self.entries: list[Entry] = []
@@ -269,14 +270,17 @@ class MainWindow(QMainWindow):
     def set_teacher(self, teacher, shadow=None) -> None:
         """Use a loaded teacher (core.models.Teacher). Without a shadow twin for the inspector
         thread, both twins are made here (a module copy sharing the weights: milliseconds). A
-        third twin is lent to training jobs; it is made now, before any thread runs the teacher
-        (a copy taken during another thread's capture would copy its hooks)."""
+        third twin is lent to training jobs and a fourth to the wizard's cost estimate, which times
+        the teacher on the wizard's thread while the runner may be extracting on the main one (two
+        threads capturing on one module break each other's hooks). They are made now, before any
+        thread runs the teacher (a copy taken during another thread's capture would copy its hooks)."""
         from gui.shadow import twins
 
         if shadow is None:
             teacher, shadow = twins(teacher)
         self.teacher, self.shadow = teacher, shadow
         self.job_teacher = twins(teacher)[1]
+        self.wizard_teacher = twins(teacher)[1]
         if self.run_bridge is not None:
             self.run_bridge.share_teacher(self.job_teacher)
         self._gen += 1
@@ -689,7 +693,7 @@ class MainWindow(QMainWindow):
         """Open the wizard (prefilled with `spec`, e.g. a cloned run's); Launch starts the run."""
         from gui.wizard import TrainingWizard
 
-        self.wizard = TrainingWizard(spec, teacher=self.teacher, parent=self)
+        self.wizard = TrainingWizard(spec, teacher=self.wizard_teacher, parent=self)
         self.wizard.accepted.connect(lambda: self.launch_run(self.wizard.spec()))
         self.wizard.open()
         return self.wizard

@@ -131,6 +131,8 @@ class TokenPanel(QWidget):
         self.lo_label, self.hi_label = QLabel(), QLabel()
         self.bos_label = QLabel()
         self.bos_label.setStyleSheet("color: #606060;")
+        # Clipped rather than widening the view; the whole text is its tooltip.
+        self.bos_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         legend = QHBoxLayout()
         legend.setContentsMargins(0, 0, 0, 0)
         self.caption = QLabel("residual norm")
@@ -141,8 +143,7 @@ class TokenPanel(QWidget):
         for w in (self.caption, self.lo_label, self.gradient, self.hi_label):
             legend.addWidget(w)
         legend.addSpacing(16)
-        legend.addWidget(self.bos_label)
-        legend.addStretch(1)
+        legend.addWidget(self.bos_label, 1)
 
         # Plot items are created once; a new document only calls setOpts (pyqtgraph advice).
         self.plot = pg.PlotWidget(background="w")
@@ -211,6 +212,7 @@ class TokenPanel(QWidget):
             top = max(values_no_bos(values, is_bos))
             off.append(f"{above} token{'s' if above != 1 else ''} up to {top:.1f} (darkest)")
         self.bos_label.setText(("off the scale: " + "; ".join(off)) if off else "")
+        self.bos_label.setToolTip(self.bos_label.text())
         xs = np.array([i for i, b in enumerate(is_bos) if not b], dtype=float)
         ys = np.array([v for v, b in zip(values, is_bos) if not b], dtype=float)
         brushes = [scale_colour(normalize(v, lo, hi), stops) for v in ys]
