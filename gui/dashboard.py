@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 
 from gui.feature_bars import format_value
 from gui.style import FEATURE_SCALE_STOPS, Placeholder, scale_colour, text_colour_on
+from gui.token_view import display_text
 
 N_CONTEXTS = 20
 
@@ -88,18 +89,8 @@ class LogAxis(pg.AxisItem):
 
 
 def inline_token(token: str) -> str:
-    """A token as HTML on one line: newlines and tabs as marks, other control characters escaped."""
-    out = []
-    for ch in token:
-        if ch == "\n":
-            out.append("↵")
-        elif ch == "\t":
-            out.append("→")
-        elif not ch.isprintable() and ch != " ":
-            out.append(html.escape(repr(ch)[1:-1]))
-        else:
-            out.append(html.escape(ch))
-    return "".join(out).replace(" ", "&nbsp;") or "∅"
+    """A token as HTML on one line: newlines and tabs as marks, spaces kept."""
+    return display_text(token, newline="↵").replace(" ", "&nbsp;")
 
 
 def show_token(token: str) -> str:

@@ -1135,18 +1135,22 @@ class FeatureSession(QObject):
     def export_bars(self, path: str, kind: Optional[str] = None) -> Optional[str]:
         """PNG (2x) or CSV by `kind` or the path's suffix (a missing suffix is added)."""
         kind = kind or ("csv" if str(path).lower().endswith(".csv") else "png")
+        write = self.bars.write_csv if kind == "csv" else self.bars.export_png
+        out = self._write_export(path, kind, write, "Choose another place.")
+        if out:
+            self.last_export = out
+        return out
+
+    def _write_export(self, path: str, kind: str, write, hint: str) -> Optional[str]:
+        """Write one export to `path` (its suffix added if missing): failures go to the error box,
+        success to the status bar. Returns the path written, or None."""
         if not str(path).lower().endswith("." + kind):
             path = f"{path}.{kind}"
         try:
-            if kind == "csv":
-                self.bars.write_csv(path)
-            else:
-                self.bars.export_png(path)
+            write(path)
         except (OSError, ValueError) as exc:
-            self.window._show_error(f"Could not write {path}: {getattr(exc, 'strerror', None) or exc}.",
-                                    "Choose another place.")
+            self.window._show_error(f"Could not write {path}: {getattr(exc, 'strerror', None) or exc}.", hint)
             return None
-        self.last_export = str(path)
         self.window._set_status(f"Exported {path}.")
         return str(path)
 
@@ -1162,19 +1166,8 @@ class FeatureSession(QObject):
             self.export_dashboard(path, kind)
 
     def export_dashboard(self, path: str, kind: str) -> Optional[str]:
-        if not str(path).lower().endswith("." + kind):
-            path = f"{path}.{kind}"
-        try:
-            if kind == "png":
-                self.dashboard.export_png(path)
-            else:
-                self.dashboard.write_contexts_csv(path)
-        except (OSError, ValueError) as exc:
-            self.window._show_error(f"Could not write {path}: {getattr(exc, 'strerror', None) or exc}.",
-                                    "Choose another place, or wait for the contexts to appear.")
-            return None
-        self.window._set_status(f"Exported {path}.")
-        return str(path)
+        write = self.dashboard.export_png if kind == "png" else self.dashboard.write_contexts_csv
+        return self._write_export(path, kind, write, "Choose another place, or wait for the contexts to appear.")
 
     # ================================================================== shutdown
 

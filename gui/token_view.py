@@ -49,12 +49,13 @@ def normalize(value: float, lo: float, hi: float) -> float:
     return 0.5 if hi - lo < 1e-12 else (value - lo) / (hi - lo)
 
 
-def display_text(token: str) -> str:
-    """HTML for a token's text: escaped, with newlines and tabs shown as marks (and a real break)."""
+def display_text(token: str, newline: str = "↵<br>") -> str:
+    """HTML for a token's text: escaped, with newlines and tabs shown as marks (and by default a
+    real break after the newline mark)."""
     out = []
     for ch in token:
         if ch == "\n":
-            out.append("↵<br>")
+            out.append(newline)
         elif ch == "\t":
             out.append("→")
         elif not ch.isprintable() and ch != " ":
