@@ -282,27 +282,19 @@ def compare(a: FeatureScores, b: FeatureScores, n: int) -> list[tuple[int, float
 
 
 def sae_hook(sae, teacher=None):
-    """The dictionary's hook point, checked against the teacher when given."""
+    """The dictionary's hook point; checked against the teacher when given (check_fits)."""
+    from core.dictionaries.formats import check_fits, hook_from_field
     from core.models import HookPoint
 
+    if teacher is not None:
+        return check_fits(sae, teacher)
     name = getattr(sae.cfg, "hook_name", "") or ""
-    try:
-        hook = HookPoint.parse(name)
-    except ValueError:
+    ours = hook_from_field(name)
+    if ours is None:
         raise DistillscopeError(
             f"The dictionary does not say where in the model it reads (hook_name is {name!r}).",
             "Set hook_name in its cfg.json to the hook it was trained on, e.g. resid_post.6.")
-    if teacher is not None:
-        try:
-            teacher.check_hook(hook)
-        except ValueError as exc:
-            raise DistillscopeError(f"The dictionary reads at {hook.name}: {exc}",
-                                    "Use a dictionary made for this model.")
-        if teacher.d_model != sae.d_in:
-            raise DistillscopeError(
-                f"The dictionary reads vectors of width {sae.d_in}, but {teacher.name} has "
-                f"width {teacher.d_model} at {hook.name}.", "Use a dictionary made for this model.")
-    return hook
+    return HookPoint.parse(ours)
 
 
 def document_scores(teacher, sae, text: str, reference: Optional[Reference], method: str,
