@@ -407,12 +407,7 @@ class FeatureSession(QObject):
         self._gen += 1
         d.gen = self._gen
         self.dictionary = d
-        self._docs.clear()
-        self._pending.clear()
-        self._projections.clear()
-        self._class_tokens.clear()
-        self._dashboards.clear()
-        self._drop_index()
+        self._forget_results()
         self.feature = -1
         self.bars.select_feature(-1)
         self._check_fit()
@@ -473,13 +468,18 @@ class FeatureSession(QObject):
 
     # ================================================================== teacher, corpus, vectors
 
-    def _teacher_changed(self) -> None:
+    def _forget_results(self) -> None:
+        """Drop every score, projection, dashboard and the index: they belong to the old
+        dictionary or teacher."""
         self._docs.clear()
         self._pending.clear()
         self._projections.clear()
         self._class_tokens.clear()
         self._dashboards.clear()
         self._drop_index()
+
+    def _teacher_changed(self) -> None:
+        self._forget_results()
         self._check_fit()
         self._update_info()
         QTimer.singleShot(0, self.schedule_index)  # after the window has queued its extraction

@@ -86,3 +86,30 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_teacher(tiny_model_dir):
     from core.models import load_teacher
     return load_teacher(tiny_model_dir, device="cpu")
+
+
+def close_and_check(window):
+    """Close a MainWindow and fail if any of its worker threads is still running."""
+    window.close()
+    assert window.runner.is_finished(), "model worker thread still running after close"
+    assert window.inspector.is_finished(), "inspector worker thread still running after close"
+    assert window.io.is_finished(), "document worker thread still running after close"
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """MainWindow(**kw), shown; closed and checked for running workers after the test."""
+    from gui.main_window import MainWindow
+
+    windows = []
+
+    def make(**kw):
+        w = MainWindow(**kw)
+        qtbot.addWidget(w)
+        w.show()
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        close_and_check(w)

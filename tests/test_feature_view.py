@@ -22,7 +22,6 @@ from PySide6.QtCore import Qt  # noqa: E402
 from core.dictionaries import SAEConfig, create  # noqa: E402
 from core.features import (Reference, class_vector, compare, document_scores,  # noqa: E402
                            encode_tokens, load_labels, projection_scores)
-from gui.main_window import MainWindow  # noqa: E402
 
 TIMEOUT_MS = 60_000
 LAYER = 3  # the tiny teacher's last layer: the window clamps its layer 6 to it
@@ -36,24 +35,6 @@ def make_sae(folder: Path, d_in: int = 32, d_sae: int = 64, hook: str = f"resid_
 @pytest.fixture
 def sae_dir(tmp_path):
     return make_sae(tmp_path / "tiny-sae")
-
-
-@pytest.fixture
-def make_window(qtbot):
-    windows = []
-
-    def make(**kw):
-        w = MainWindow(**kw)
-        qtbot.addWidget(w)
-        w.show()
-        windows.append(w)
-        return w
-
-    yield make
-    for w in windows:
-        w.close()
-        for runner in (w.runner, w.inspector, w.io):
-            assert runner.is_finished(), "a worker thread still runs after close"
 
 
 def loaded(qtbot, window):

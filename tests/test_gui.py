@@ -24,29 +24,6 @@ from gui.token_view import display_text  # noqa: E402
 TIMEOUT_MS = 60_000
 
 
-def _close_and_check(window):
-    window.close()
-    assert window.runner.is_finished(), "model worker thread still running after close"
-    assert window.inspector.is_finished(), "inspector worker thread still running after close"
-    assert window.io.is_finished(), "document worker thread still running after close"
-
-
-@pytest.fixture
-def make_window(qtbot):
-    windows = []
-
-    def make(**kw):
-        w = MainWindow(**kw)
-        qtbot.addWidget(w)
-        w.show()
-        windows.append(w)
-        return w
-
-    yield make
-    for w in windows:
-        _close_and_check(w)
-
-
 @pytest.fixture
 def window(make_window, tiny_teacher):
     return make_window(teacher=tiny_teacher)

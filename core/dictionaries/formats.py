@@ -156,7 +156,7 @@ def _pickle_error(path: Path) -> DictionaryError:
     return DictionaryError(
         f"'{path}' is a pickle-based file (torch.save / pickle), which distillscope does not open: "
         "loading one can run arbitrary code.",
-        "Convert it where you trust it, e.g. `safetensors.torch.save_file(torch.load(path), "
+        "Convert it where you trust it, e.g. `safetensors.torch.save_file(torch.load(path, weights_only=True), "
         "'params.safetensors')` with keys W_enc, W_dec, b_enc, b_dec, threshold, or save it "
         "with SAELens (cfg.json + sae_weights.safetensors).")
 
