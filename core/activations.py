@@ -363,11 +363,13 @@ class DocumentActivations:
 
 @torch.no_grad()
 def document_activations(teacher: Teacher, text: str, hook: HookPoint | str,
-                         max_length: int = 1024, state: Optional[TaskState] = None) -> DocumentActivations:
+                         max_length: int = 1024, state: Optional[TaskState] = None,
+                         quick: bool = True) -> DocumentActivations:
+    """One document for a person waiting on it: `quick` (default) as in models.quick_precision."""
     hook = HookPoint.parse(hook) if isinstance(hook, str) else hook
     token_ids = teacher.tokenize([text], max_length)[0]
     ids, mask = pad_batch([token_ids], teacher.pad_id)
-    acts = capture(teacher, ids, mask, [hook], state)[hook][0].float().cpu()
+    acts = capture(teacher, ids, mask, [hook], state, quick=quick)[hook][0].float().cpu()
     tokens = teacher.token_strings(token_ids)
     bos = teacher.bos_id
     return DocumentActivations(token_ids, tokens, acts, [t == bos for t in token_ids])

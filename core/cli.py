@@ -237,7 +237,7 @@ def _add_features(sub) -> None:
     p.add_argument("--reference-corpus", nargs="+", metavar="CORPUS", default=None,
                    help="when the dictionary ships no reference.safetensors: compute the "
                         "z-normalization reference from this corpus ('demo' or files)")
-    p.add_argument("--max-length", type=int, default=1024, help="tokens per document (default 1024)")
+    p.add_argument("--max-length", type=int, default=2048, help="tokens per document (default 2048, as the app)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
 

@@ -6,6 +6,8 @@ safetensors cache), a local Hugging Face folder, or a `.gguf` file. Never touche
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -185,10 +187,12 @@ def capture(
     attention_mask: torch.Tensor,
     hooks: list[HookPoint],
     state: Optional[TaskState] = None,
+    quick: bool = False,
 ) -> dict[HookPoint, torch.Tensor]:
     """Run the model only as far as the deepest hook and return each hook's activations [B,T,D].
 
     Cancellation is checked before every block, so a cancel takes effect within one block.
+    `quick` is for one-off interactive passes: see `quick_precision`.
     """
     for hook in hooks:
         teacher.check_hook(hook)
@@ -214,11 +218,12 @@ def capture(
         for block in layers[: deepest + 1]:
             handles.append(block.register_forward_pre_hook(lambda m, a: state.check_cancelled()))
     try:
-        teacher.model(
-            input_ids=input_ids.to(teacher.device),
-            attention_mask=attention_mask.to(teacher.device),
-            use_cache=False,
-        )
+        with quick_precision(teacher) if quick else contextlib.nullcontext():
+            teacher.model(
+                input_ids=input_ids.to(teacher.device),
+                attention_mask=attention_mask.to(teacher.device),
+                use_cache=False,
+            )
     except _StopForward:
         pass
     finally:
@@ -228,6 +233,27 @@ def capture(
     if missing:
         raise RuntimeError(f"Hooks did not fire: {missing}")
     return captured
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    try:  # a private helper of torch; its absence only means no fast path
+        return bool(torch.cpu._is_amx_tile_supported())
+    except Exception:
+        return False
+
+
+def quick_precision(teacher: Teacher) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast for a float32 teacher on a CPU with AMX tiles, else nothing.
+
+    Used where a person waits on one document (inspect, feature bars, `distillscope features`):
+    on the bundled teacher it is 2.6x faster and the activations stay within 0.4% of float32
+    (pooled vectors: cosine 0.9999998). Caches, training and evaluation keep the teacher's dtype.
+    """
+    if teacher.device.type == "cpu" and teacher.dtype == torch.float32 and cpu_has_amx() \
+            and os.environ.get("DISTILLSCOPE_EXACT_INSPECT") != "1":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def pick_device(requested: Optional[str] = None) -> torch.device:

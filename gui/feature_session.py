@@ -32,7 +32,7 @@ from gui.feature_bars import FeatureBarsPanel
 from gui.feature_search import FeatureSearch, SearchHit
 from gui.worker import Task
 
-DOC_MAX_LENGTH = 1024  # tokens of one inspected document, as the token view (core.inspect.token_norms)
+DOC_MAX_LENGTH = 2048  # tokens of one inspected document, as the token view (core.inspect.token_norms)
 # The corpus token cache and its feature index: the same settings as `distillscope label DICT
 # --corpus ...`, so the two share the cache folder and the index on disk (whichever runs first).
 INDEX_MAX_LENGTH = 256  # tokens per document, as the corpus vectors and the CLI

@@ -14,6 +14,7 @@ disk by core). core and torch are imported inside the tasks, never on the GUI th
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -501,8 +502,9 @@ class MainWindow(QMainWindow):
             if task is None or task.outcome is not None or task.token_key != key:
                 shadow, text, layer, gen = self.shadow, entry.doc.text, self.layer, self._teacher_gen
                 job = self.features.job_for_layer(layer)  # score the features in the same pass
+                threads = self._inspect_threads()
                 self._token_task = self.inspector.submit(Task(
-                    "tokens", lambda state: _inspect_document(shadow, text, layer, job, state),
+                    "tokens", lambda state: _inspect_document(shadow, text, layer, job, state, threads),
                     on_result=lambda v: self._tokens_done(gen, key, v),
                     on_error=lambda what, hint: self._tokens_failed(key, what, hint)))
                 self._token_task.token_key = key
@@ -720,6 +722,14 @@ class MainWindow(QMainWindow):
             return None
         return self.new_training_run(spec)
 
+    def _inspect_threads(self) -> int:
+        """Torch threads for the document a person waits on: every core while no job or corpus
+        task computes (the pass is under a second and the GUI thread idles meanwhile), else the
+        inspector's share, which leaves a core to the GUI."""
+        if self.training_active() or self.runner.is_busy():
+            return self.inspector.torch_threads
+        return max(self.inspector.torch_threads, os.cpu_count() or 1)
+
     def training_active(self) -> bool:
         return self.run_bridge is not None and self.run_bridge.active_run_id() is not None
 
@@ -763,7 +773,14 @@ def _corpus_vectors(teacher, documents, layer, state):
     return corpus_vectors(teacher, documents, layer, state=state)
 
 
-def _inspect_document(shadow, text, layer, job, state):
+def _inspect_document(shadow, text, layer, job, state, threads):
+    import torch
+
     from gui.feature_session import inspect_document
 
-    return inspect_document(shadow, text, layer, job, state)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return inspect_document(shadow, text, layer, job, state)
+    finally:
+        torch.set_num_threads(before)

@@ -9,19 +9,19 @@ answers) and times, on the GUI thread, from the paste to
   bars:   the feature bars painted,
 with the share spent in the inspector task (teacher forward to the dictionary's layer + encoding
 every token) and the longest event-loop gap meanwhile (5 ms StallProbe). The inspect path reads at
-most 1,024 tokens of a document (as the token view does), so a 2,000-token paste is scored on its
-first 1,024.
+most 2,048 tokens of a document (as the token view does), so a 2,000-token paste is scored whole.
 
 The converted model is reused from the normal cache dir (DISTILLSCOPE_CACHE_DIR or the user cache);
 activations and indexes go to a temporary cache dir that is removed afterwards.
 
-Measured on a 2-core VM without GPU, shared with other work (load average 2.5-2.7); the inspector
-thread runs torch on one core, leaving the other to the GUI; starter dictionary (TopK 3,072 on
-resid_post.6):
-  --tokens 2000: bars on screen 1.06 s median of 5 (1.05-1.12), tokens 1.05 s; the inspector task
-                 (teacher to layer 6 on 1,024 tokens + encoding them) 1.00 s, the GUI thread after
-                 it 0.06 s; longest event-loop gap 68 ms.
-  --tokens 500:  bars on screen 0.51 s (inspector task 0.47 s).
+Measured on a 2-core VM with AMX, no GPU, load average 1.1; starter dictionary (TopK 3,072 on
+resid_post.6); the pass in bfloat16 autocast (core.models.quick_precision) on both cores, as the
+app does while no job runs:
+  --tokens 2000: bars on screen 0.73 s median of 5 (0.69-0.83), tokens 0.72 s; the inspector task
+                 (teacher to layer 6 on ~2,000 tokens + encoding them) 0.63 s, the GUI thread
+                 after it 0.10 s; longest event-loop gap 172 ms.
+  --inspector-threads 1 (as while a training job runs): bars 1.22 s.
+  DISTILLSCOPE_EXACT_INSPECT=1 (float32, as on a CPU without AMX): bars 1.39 s.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per phase")
     parser.add_argument("--inspector-threads", type=int, default=0,
-                        help="torch threads of the inspector thread (default: the app's, cores - 1)")
+                        help="torch threads of the document's pass (default: the app's choice)")
     args = parser.parse_args(argv)
 
     from core import paths
@@ -115,14 +115,7 @@ def main(argv=None) -> int:
               f"({session.index().n_tokens:,} tokens)")
 
         if args.inspector_threads:
-            from gui.worker import Task
-
-            def set_threads(_state):
-                import torch
-                torch.set_num_threads(args.inspector_threads)
-
-            window.inspector.submit(Task("threads", set_threads))
-            run_until(window.is_idle, 10)
+            window._inspect_threads = lambda: args.inspector_threads
         documents = window.corpus.documents
         rows = []
         for run in range(args.runs + 1):  # run 0 warms up (first-call kernels, imports)
@@ -159,7 +152,7 @@ def main(argv=None) -> int:
         print(f"\nmedian of {len(rows)}: tokens {med[0]:.3f} s, bars {med[1]:.3f} s, inspector task "
               f"{med[2]:.3f} s, GUI thread after it {med[1] - med[2]:.3f} s; max event-loop gap "
               f"{max(r[4] for r in rows):.0f} ms")
-        print(f"CPU threads: inspector {args.inspector_threads or window.inspector.torch_threads}, "
+        print(f"CPU threads: inspector {window._inspect_threads()}, "
               f"os.cpu_count {os.cpu_count()}, "
               f"load average {os.getloadavg()[0]:.1f}")
         return 0

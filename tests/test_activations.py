@@ -168,6 +168,24 @@ def test_document_activations_marks_bos(tiny_teacher):
     assert "".join(out.tokens[1:]) == "love is kind"
 
 
+def test_quick_pass_is_close_to_float32_and_exact_on_request(tiny_teacher, monkeypatch):
+    from core.models import cpu_has_amx
+
+    text = " ".join(WORDS * 4)
+    exact = document_activations(tiny_teacher, text, "resid_post.2", quick=False).acts
+    quick = document_activations(tiny_teacher, text, "resid_post.2").acts
+    rel = ((quick - exact).norm() / exact.norm()).item()
+    assert rel < 0.02
+    if cpu_has_amx():  # the fast path really ran in bfloat16
+        assert rel > 0
+    monkeypatch.setenv("DISTILLSCOPE_EXACT_INSPECT", "1")
+    assert torch.equal(document_activations(tiny_teacher, text, "resid_post.2").acts, exact)
+    # the autocast ends with the pass: a later plain capture is float32 again
+    ids, mask = pad_batch(tiny_teacher.tokenize([text], 256), tiny_teacher.pad_id)
+    assert torch.equal(capture(tiny_teacher, ids, mask, [HookPoint.parse("resid_post.2")])[
+        HookPoint.parse("resid_post.2")][0], exact)
+
+
 def test_extraction_runs_in_a_thread_and_cancels_fast(tiny_teacher, tmp_path):
     import time
     docs = make_docs(3000, seed=4)
