@@ -22,7 +22,7 @@ MODES = {"label": "Label text", "token": "Token"}
 class SearchHit:
     feature: int
     label: str
-    value: Optional[float] = None  # token search: mean activation on the token's occurrences
+    value: Optional[float] = None  # token search: specificity score (core TokenHit.score)
     note: str = ""  # token search: which token ("' because'", 12 occurrences)
 
 
@@ -52,7 +52,7 @@ class FeatureSearch(QDialog):
         self.mode_group.button(0).setChecked(True)
         self.mode_group.idToggled.connect(lambda _id, on: on and self._mode_changed())
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["feature", "activation", "label"])
+        self.table.setHorizontalHeaderLabels(["feature", "specificity", "label"])
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

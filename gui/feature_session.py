@@ -250,8 +250,9 @@ def class_token_scores(cache, sae, doc_rows: list[int], state):
     return (total_mean / n_docs).float(), (total_peak / n_docs).float()
 
 
-def search_tokens(index, teacher, variants: list[str]) -> list[tuple[str, str, int, list[tuple[int, float]]]]:
-    """For each variant text: (variant, its first token's string, occurrences in the corpus, hits)."""
+def search_tokens(index, teacher, variants: list[str]) -> list[tuple[str, str, int, list]]:
+    """For each variant text: (variant, its first token's string, occurrences in the corpus,
+    TokenHits)."""
     from core.errors import DistillscopeError
     from core.features.labels import first_token
 
@@ -1105,9 +1106,12 @@ class FeatureSession(QObject):
             for variant, token, occurrences, found in results:
                 notes.append(f"{_quoted(token)}: {occurrences:,} occurrences in the corpus, "
                              f"{len(found)} features" if occurrences else f"{_quoted(token)}: not in the corpus")
-                hits += [SearchHit(f, self.dictionary.labels.get(f), v, f"mean activation {v:.3g} on {_quoted(token)}")
-                         for f, v in found]
-            self.search.show_results(hits, "; ".join(notes) + ". Features by their mean activation on the token.")
+                hits += [SearchHit(h.feature, self.dictionary.labels.get(h.feature), h.score,
+                                   f"fires on {h.fire_rate:.0%} of the {_quoted(token)} tokens; "
+                                   f"{h.share:.0%} of its activation is on them; mean {h.mean:.3g}")
+                         for h in found]
+            self.search.show_results(hits, "; ".join(notes) + ". The features most specific to the token "
+                                     "first: score = √(fire rate × share of the feature's activation).")
             self.search_shown.emit()
 
         task = Task("search", lambda _state: search_tokens(index, teacher, variants), on_result=done,

@@ -292,7 +292,7 @@ def test_search_by_token_and_by_label(qtbot, ready, probe):
     from core.features.labels import first_token
 
     token = first_token(probe, " the")
-    expected = [f for f, _ in index.features_for_token(token, 20)]
+    expected = [h.feature for h in index.features_for_token(token, 20)]
     assert expected
     with qtbot.waitSignal(window.features.search_shown, timeout=TIMEOUT_MS):
         search.search("' the'", "token")

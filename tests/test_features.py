@@ -233,14 +233,20 @@ def test_contexts_and_token_search_match_brute_force(tmp_path):
         assert ctx.token_ids[ctx.center] == int(tok[row])
         assert ctx.acts == pytest.approx([float(F_ND[r, f]) for r in rows], abs=1e-5)
         assert ctx.value == pytest.approx(value, abs=1e-5) and ctx.value == ctx.acts[ctx.center]
-    # Search by token: mean activation over every occurrence of the token.
+    # Search by token: sqrt(fire rate on the token's occurrences x share of the feature's
+    # whole activation that is on them), by hand from the dense activations.
     t = int(tok[0])
     mask = tok == t
-    mean = F_ND[mask].mean(0)
-    expected = [int(i) for i in torch.sort(-mean, stable=True).indices if mean[i] > 0][:5]
+    on_token = F_ND[mask]
+    mean, fire_rate = on_token.mean(0), (on_token > 0).float().mean(0)
+    share = (on_token.sum(0) / F_ND.sum(0).clamp(min=1e-12)).clamp(max=1)
+    score = (fire_rate * share).sqrt()
+    expected = [int(i) for i in torch.sort(-score, stable=True).indices if mean[i] > 0][:5]
     got = index.features_for_token(t, n=5)
-    assert [g for g, _ in got] == expected
-    assert [v for _, v in got] == pytest.approx([float(mean[i]) for i in expected], rel=1e-5)
+    assert [g.feature for g in got] == expected
+    assert [g.score for g in got] == pytest.approx([float(score[i]) for i in expected], rel=1e-4)
+    assert [g.mean for g in got] == pytest.approx([float(mean[i]) for i in expected], rel=1e-5)
+    assert all(0 < g.fire_rate <= 1 and 0 < g.share <= 1 for g in got)
     assert index.token_occurrences(t) == int(mask.sum())
     assert index.features_for_token(99999) == []
 
@@ -302,6 +308,31 @@ def test_index_build_cancels_and_checks_its_inputs(tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # Labels and search
+
+
+def test_a_punctuation_feature_is_labelled_with_the_tokens_before_it(tmp_path):
+    from core.features.labels import previous_rows
+
+    cache, _ = synthetic_cache(tmp_path / "cache")
+    sae = make_sae("topk", d_in=D_IN, d_sae=D_SAE, k=3, seed=6)
+    index = FeatureIndex.build(sae, cache, top_k=6, precision="float32")
+    f = next(f for f in range(D_SAE) if index.top_rows(f))
+    rows = [r for r, _ in index.top_rows(f)]
+    row_doc = index.t["row_doc"]
+    before = previous_rows(index, rows)
+    assert all(p == -1 if r == 0 or int(row_doc[r - 1]) != int(row_doc[r]) else p == r - 1
+               for r, p in zip(rows, before))
+    prior = {int(index.token_id(p)) for p in before if p >= 0}
+    assert prior  # the synthetic documents are long enough to have tokens before the top rows
+    top_ids = {index.token_id(r) for r in rows}
+
+    def names(ids):  # the feature's own tokens are all '.', the ones before them words
+        return ["." if i in top_ids else f" w{i}" for i in ids]
+
+    label = auto_label(index, f, names)
+    assert label.startswith("'.' after ' w")
+    # A token label with letters needs no context.
+    assert " after " not in auto_label(index, f, lambda ids: [f" w{i}" for i in ids])
 
 
 def test_labels_round_trip_user_edits_survive_relabelling(tmp_path):

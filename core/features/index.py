@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -57,6 +57,16 @@ class Context:
     center: int  # index of the activating token in token_ids
 
 
+class TokenHit(NamedTuple):
+    """A feature that fires on a token (FeatureIndex.features_for_token)."""
+
+    feature: int
+    score: float  # sqrt(fire_rate * share): how specific the feature is to the token
+    mean: float  # mean activation over the token's occurrences (zeros included)
+    fire_rate: float  # fraction of the token's occurrences on which it fires
+    share: float  # fraction of the feature's whole activation on the cache that is on this token
+
+
 class FeatureIndex:
     """Dashboard data of one dictionary over one token cache. Build with `build` (or `index_for`,
     which keeps built indexes on disk); `attach` an SAE and a cache to read contexts."""
@@ -66,7 +76,7 @@ class FeatureIndex:
         self.meta = meta
         self.sae = None
         self.cache = None
-        self._token_memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._token_memo: dict[int, list[TokenHit]] = {}
 
     # -- what a dashboard reads -------------------------------------------------------------------
 
@@ -138,33 +148,43 @@ class FeatureIndex:
         """How often the token id occurs in the cache."""
         return int((self.t["row_token"] == int(token_id)).sum())
 
-    def features_for_token(self, token_id: int, n: int = 10) -> list[tuple[int, float]]:
-        """Features most active on a token id, as (feature, mean activation over the token's
-        cached occurrences), largest first; only features that fire on it. Empty if the token
-        is not in the cache.
+    def features_for_token(self, token_id: int, n: int = 10) -> list["TokenHit"]:
+        """Features that fire on a token id, most specific to it first; only features that fire
+        on it. Empty if the token is not in the cache.
+
+        Ranked by score = sqrt(fire_rate * share), where fire_rate is the fraction of the token's
+        occurrences on which the feature fires and share the fraction of the feature's whole
+        activation (over the cache) spent on this token. A dense feature that fires everywhere has
+        a small share; one that fires on the token only now and then has a small fire rate; a
+        feature *for* the token has both near 1. (Ranking by mean activation alone put the
+        densest, largest features first for every token.)
 
         Computed on demand (then remembered) rather than while building: keeping a sum for
         every (token, feature) pair seen cost a sort of all the cache's activations, more
         than the rest of the build, for a search a user makes now and then. Here it is one
         exact (float32) encoding of the token's rows, at most TOKEN_SAMPLE of them, spread
-        evenly over the cache (the mean of a very common token is then an estimate)."""
+        evenly over the cache (the rates of a very common token are then estimates)."""
         key = int(token_id)
         if key not in self._token_memo:
             rows = (self.t["row_token"] == key).nonzero().flatten()
             if len(rows) == 0:
-                self._token_memo[key] = (torch.zeros(0, dtype=torch.long), torch.zeros(0))
+                self._token_memo[key] = []
             else:
                 self._need_sources("Search by token")
+                occurrences = len(rows)
                 if len(rows) > TOKEN_SAMPLE:
                     rows = rows[torch.linspace(0, len(rows) - 1, TOKEN_SAMPLE).round().long()]
-                acts = torch.cat(self._read_rows([(int(r), int(r)) for r in rows]))
-                mean = encode_tokens(self.sae, acts).mean(0)
-                order = torch.sort(-mean, stable=True).indices
+                acts = encode_tokens(self.sae, torch.cat(self._read_rows([(int(r), int(r)) for r in rows])))
+                mean = acts.mean(0)
+                fire_rate = (acts > 0).float().mean(0)
+                total = self.t["sum"].double().clamp(min=1e-12)
+                share = (mean.double() * occurrences / total).clamp(max=1.0).float()
+                score = (fire_rate * share).sqrt()
+                order = torch.sort(-score, stable=True).indices
                 order = order[mean[order] > 0]
-                self._token_memo[key] = (order, mean[order])
-        feats, values = self._token_memo[key]
-        n = max(int(n), 0)
-        return [(int(f), float(v)) for f, v in zip(feats[:n], values[:n])]
+                self._token_memo[key] = [TokenHit(int(f), float(score[f]), float(mean[f]),
+                                                  float(fire_rate[f]), float(share[f])) for f in order]
+        return self._token_memo[key][:max(int(n), 0)]
 
     def _need_sources(self, what: str) -> None:
         if self.sae is None or self.cache is None:

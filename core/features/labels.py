@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+import torch
+
 from core.errors import DistillscopeError
 from core.paths import atomic_write_text
 
@@ -18,6 +20,7 @@ LABELS_FILENAME = "labels.json"
 LABELS_FORMAT = 1
 AUTO_TOKENS = 3  # token strings at most in an automatic label
 AUTO_SHARE = 0.25  # a token string joins the label with at least this share of the leader's weight
+AUTO_CONTEXT = 0.2  # share of the weight the leading previous token needs to be named as context
 
 
 def show_token(text: str) -> str:
@@ -27,21 +30,50 @@ def show_token(text: str) -> str:
     return quote + body + quote
 
 
+def _weighted(strings: list[str], values: list[float]) -> list[tuple[str, float]]:
+    weight: dict[str, float] = defaultdict(float)
+    for s, value in zip(strings, values):
+        weight[s] += value
+    return sorted(weight.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _chosen(ranked: list[tuple[str, float]]) -> list[str]:
+    """The leader and up to AUTO_TOKENS - 1 more with at least AUTO_SHARE of its weight."""
+    lead = ranked[0][1]
+    return [s for s, w in ranked[:AUTO_TOKENS] if w >= AUTO_SHARE * lead]
+
+
+def previous_rows(index, rows: list[int]) -> list[int]:
+    """The cache row before each row in the same document, or -1 (first token, or BOS before)."""
+    row_doc, out = index.t["row_doc"], []
+    for r in rows:
+        out.append(r - 1 if r > 0 and int(row_doc[r - 1]) == int(row_doc[r]) else -1)
+    return out
+
+
 def auto_label(index, f: int, token_strings: Callable[[list[int]], list[str]]) -> str:
     """A short label from the tokens the feature fires on most strongly: the token strings among
     its top activating rows, weighted by activation, the leader and up to two more that carry
-    at least a quarter of its weight, e.g. "' because' · ' since'". "" for a dead feature."""
+    at least a quarter of its weight, e.g. "' because' · ' since'". "" for a dead feature.
+
+    A feature that fires on punctuation or spaces is told apart by its context: when the tokens
+    before those rows concentrate (the leader carries at least AUTO_CONTEXT of the weight), they
+    are named too, e.g. "'.' after ' it' · ' him'"."""
     rows = index.top_rows(f)
     if not rows or int(index.count[f]) == 0:
         return ""
+    values = [value for _, value in rows]
     strings = token_strings([index.token_id(r) for r, _ in rows])
-    weight: dict[str, float] = defaultdict(float)
-    for s, (_, value) in zip(strings, rows):
-        weight[s] += value
-    ranked = sorted(weight.items(), key=lambda kv: (-kv[1], kv[0]))
-    lead = ranked[0][1]
-    chosen = [s for s, w in ranked[:AUTO_TOKENS] if w >= AUTO_SHARE * lead]
-    return " · ".join(show_token(s) for s in chosen)
+    label = " · ".join(show_token(s) for s in _chosen(_weighted(strings, values)))
+    if any(ch.isalnum() for ch in label):
+        return label
+    before = [(p, v) for p, v in zip(previous_rows(index, [r for r, _ in rows]), values) if p >= 0]
+    if not before:
+        return label
+    ranked = _weighted(token_strings([index.token_id(p) for p, _ in before]), [v for _, v in before])
+    if ranked[0][1] < AUTO_CONTEXT * sum(w for _, w in ranked):
+        return label
+    return label + " after " + " · ".join(show_token(s) for s in _chosen(ranked))
 
 
 class Labels:
@@ -128,7 +160,9 @@ def label_all(index, sae, token_strings: Callable[[list[int]], list[str]], label
         raise DistillscopeError(f"The index has {index.d_sae} features, the dictionary {sae.d_sae}.",
                                 "Build the index for this dictionary.")
     rows = index.t["top_rows"]
-    ids = sorted(set(int(t) for t in index.t["row_token"][rows[rows >= 0]].tolist()))
+    rows = rows[rows >= 0]
+    rows = torch.cat([rows, (rows - 1).clamp(min=0)])  # the tokens before them: context labels
+    ids = sorted(set(int(t) for t in index.t["row_token"][rows].tolist()))
     decoded = dict(zip(ids, token_strings(ids))) if ids else {}
     lookup = lambda token_ids: [decoded[t] for t in token_ids]  # noqa: E731
     for f in range(index.d_sae):
@@ -160,7 +194,7 @@ def first_token(teacher_or_tokenizer, text: str) -> int:
     return int(ids[0])
 
 
-def search_token(index, teacher_or_tokenizer, text: str, n: int = 10) -> list[tuple[int, float]]:
-    """Which features fire on a token: (feature, mean activation over the token's cached
-    occurrences), largest first. Uses the first token of `text` tokenized without BOS."""
+def search_token(index, teacher_or_tokenizer, text: str, n: int = 10) -> list:
+    """Which features fire on a token (FeatureIndex.features_for_token: TokenHits, the most
+    specific first). Uses the first token of `text` tokenized without BOS."""
     return index.features_for_token(first_token(teacher_or_tokenizer, text), n)
