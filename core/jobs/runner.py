@@ -133,8 +133,9 @@ class JobContext(TaskState):
 
 def _job_for(kind: str):
     from core.jobs.sae_job import run_sae_job
+    from core.jobs.student_job import run_student_job
 
-    return {"sae": run_sae_job}[kind]
+    return {"sae": run_sae_job, "student": run_student_job}[kind]
 
 
 def execute(run: Run, ctx: Optional[JobContext] = None) -> str:

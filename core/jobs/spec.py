@@ -6,6 +6,11 @@
     [sae]   SAEConfig fields (d_in, hook_name and model_name come from the teacher)
     [train] TrainConfig fields
 
+    kind = "student"   (a tiny transformer distilled from the teacher's pooled residual, seed 000)
+    [run] [data] as above (data from an activation cache only)
+    [student] StudentConfig fields
+    [train]   StudentTrainConfig fields (documents per step, epochs, early stopping)
+
 `distillscope train SPEC.toml`, the wizard and a cloned run all go through this one class.
 """
 
@@ -15,7 +20,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import tomli_w
 
@@ -23,13 +28,15 @@ from core.dictionaries.base import SAEConfig, check_fields, option
 from core.dictionaries.train import TrainConfig
 from core.errors import DistillscopeError
 from core.models import HookPoint
+from core.student.model import StudentConfig
+from core.student.train import StudentTrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("sae",)
+KINDS = ("sae", "student")
 # Filled from the teacher and the data when the job starts, so a spec never states them.
 DERIVED_SAE_FIELDS = ("d_in", "hook_name", "model_name", "input_scale")
 
@@ -107,9 +114,17 @@ class JobSpec:
     run: RunSpec = field(default_factory=RunSpec)
     data: DataSpec = field(default_factory=DataSpec)
     sae: dict = field(default_factory=_default_sae)  # SAEConfig fields, less DERIVED_SAE_FIELDS
-    train: TrainConfig = field(default_factory=_default_train)
+    train: Union[TrainConfig, StudentTrainConfig] = field(default_factory=_default_train)
+    student: StudentConfig = field(default_factory=StudentConfig)  # kind "student" only
+
+    @classmethod
+    def for_kind(cls, kind: str) -> "JobSpec":
+        """The default spec of a kind (its own [train] settings)."""
+        return cls(kind=kind, train=_train_class(kind)())
 
     def __post_init__(self):
+        if self.kind == "student" and isinstance(self.train, TrainConfig):
+            self.train = StudentTrainConfig()  # JobSpec(kind="student") gets the student's defaults
         # Every SAE setting is spelled out, so a saved spec documents itself and compares equal
         # to the same spec written with fewer keys.
         defaults = {f.name: f.default for f in fields(SAEConfig)
@@ -122,15 +137,24 @@ class JobSpec:
     def display_name(self) -> str:
         if self.run.name:
             return self.run.name
+        if self.kind == "student":
+            s = self.student
+            return f"student-{s.n_layers}x{s.d_hidden}-{self.data.hook}"
         return f"{self.sae.get('architecture', 'topk')}-{self.sae.get('d_sae', '?')}-{self.data.hook}"
 
     def validate(self) -> "JobSpec":
         """Raise SpecError naming the section and setting that is wrong."""
         if self.kind not in KINDS:
             raise SpecError(f"Job kind '{self.kind}' is unknown.", f"Use one of: {', '.join(KINDS)}.")
+        if not isinstance(self.train, _train_class(self.kind)):
+            raise SpecError(f"[train] holds {type(self.train).__name__} settings, but a "
+                            f"'{self.kind}' job needs {_train_class(self.kind).__name__}.",
+                            "Start from JobSpec.for_kind(kind).")
+        model = ("sae", lambda: self.sae_config(d_in=1).validate())
+        if self.kind == "student":
+            model = ("student", self._validate_student)
         for section, check in (("run", lambda: check_fields(self.run)),
-                               ("data", self.data.validate),
-                               ("sae", lambda: self.sae_config(d_in=1).validate()),
+                               ("data", self.data.validate), model,
                                ("train", self.train.validate)):
             try:
                 check()
@@ -138,14 +162,25 @@ class JobSpec:
                 raise SpecError(f"[{section}] {exc}", "Correct the setting and try again.")
         return self
 
+    def _validate_student(self) -> None:
+        self.student.validate()
+        if self.data.source != "cache":
+            raise ValueError("a student trains on an activation cache: set [data] source = 'cache'.")
+        if self.data.max_length > self.student.max_positions:
+            raise ValueError(f"'max_positions' ({self.student.max_positions}) must be at least "
+                             f"[data] max_length ({self.data.max_length}).")
+
     # -- TOML ------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """Plain data for TOML: None (an 'automatic' setting) is left out, as TOML has no null."""
+        """Plain data for TOML: None (an 'automatic' setting) is left out, as TOML has no null.
+        Only the model section of the spec's kind is written."""
         def clean(d: dict) -> dict:
             return {k: v for k, v in d.items() if v is not None}
+        model = (("student", clean(self.student.to_dict())) if self.kind == "student"
+                 else ("sae", clean(dict(self.sae))))
         return {"kind": self.kind, "run": clean(dataclasses.asdict(self.run)),
-                "data": clean(dataclasses.asdict(self.data)), "sae": clean(dict(self.sae)),
+                "data": clean(dataclasses.asdict(self.data)), model[0]: model[1],
                 "train": clean(self.train.to_dict())}
 
     def to_toml(self) -> str:
@@ -156,17 +191,25 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "JobSpec":
         data = dict(data)
-        known = {"kind", "run", "data", "sae", "train"}
+        kind = data.get("kind", "sae")
+        if kind not in KINDS:
+            raise SpecError(f"Job kind '{kind}' is unknown.", f"Use one of: {', '.join(KINDS)}.")
+        known = {"kind", "run", "data", "train", "student" if kind == "student" else "sae"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"Unknown section or setting '{unknown[0]}' in the spec.",
-                            f"Known: {', '.join(sorted(known))}.")
+                            f"Known for kind '{kind}': {', '.join(sorted(known))}.")
         sae = _section(data, "sae", SAEConfig, exclude=DERIVED_SAE_FIELDS)
-        spec = cls(kind=data.get("kind", "sae"),
-                   run=RunSpec(**_section(data, "run", RunSpec)),
-                   data=DataSpec(**_section(data, "data", DataSpec)),
-                   sae={**_default_sae(), **sae},
-                   train=TrainConfig(**_section(data, "train", TrainConfig)))
+        train_cls = _train_class(kind)
+        try:
+            spec = cls(kind=kind,
+                       run=RunSpec(**_section(data, "run", RunSpec)),
+                       data=DataSpec(**_section(data, "data", DataSpec)),
+                       sae={**_default_sae(), **sae},
+                       train=train_cls(**_section(data, "train", train_cls)),
+                       student=StudentConfig(**_section(data, "student", StudentConfig)))
+        except TypeError as exc:
+            raise SpecError(f"The spec is malformed ({exc}).", "See distillscope train --describe.")
         return spec.validate()
 
     @classmethod
@@ -201,10 +244,17 @@ def _section(data: dict, name: str, config_cls, exclude: tuple = ()) -> dict[str
     return section
 
 
-def describe_spec() -> dict[str, list[dict]]:
+def _train_class(kind: str):
+    return StudentTrainConfig if kind == "student" else TrainConfig
+
+
+def describe_spec(kind: str = "sae") -> dict[str, list[dict]]:
     """Each section's documented fields (name, type, default, help, min, max, choices, unit)."""
     from core.dictionaries.base import describe
 
+    if kind == "student":
+        return {"run": describe(RunSpec), "data": describe(DataSpec),
+                "student": describe(StudentConfig), "train": describe(StudentTrainConfig)}
     return {"run": describe(RunSpec), "data": describe(DataSpec),
             "sae": [d for d in describe(SAEConfig) if d["name"] not in DERIVED_SAE_FIELDS],
             "train": describe(TrainConfig)}

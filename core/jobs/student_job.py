@@ -1,0 +1,199 @@
+"""The student job (seed 000): teacher -> document vectors (or token residuals) at the hook,
+cached once -> a tiny transformer trained on their z-normalized values, with validation every
+eval_every steps, early stopping on a plateau (best weights kept), checkpoints with exact
+resume, and at the end the student folder and evaluation.json in the run's artifacts.
+
+Metrics rows: every log_every steps {step, epoch, lr, loss} (training MSE in the target's
+z-space); every eval_every steps {step, val_mse, val_cosine, best_val_mse} on the held-out
+documents, in the document z-space whatever the target.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core import paths
+from core.errors import Cancelled, DistillscopeError
+from core.jobs.runner import JobContext
+from core.jobs.sae_job import load_documents, split_documents
+from core.jobs.spec import JobSpec
+from core.models import HookPoint, Teacher
+from core.student.data import build_data, document_reference, pooled_targets, token_targets
+from core.student.model import StudentModel, init_embeddings_from
+from core.student.student import Student
+from core.student.train import StudentTrainer
+
+
+def cache_settings(spec: JobSpec):
+    """The extraction a student trains on: pooled document vectors, or every token's residual
+    for token targets (also what the cost estimate looks for)."""
+    from core.activations import ExtractSettings
+
+    d = spec.data
+    mode = "tokens" if spec.student.target == "tokens" else "pooled"
+    return ExtractSettings(hook=d.hook, mode=mode, max_length=d.max_length, batch_tokens=d.batch_tokens)
+
+
+def _targets(spec: JobSpec, teacher: Teacher, documents, ctx: JobContext):
+    """Raw pooled vectors [N, D] of `documents` (and their token rows and positions in tokens
+    mode), from an activation cache extracted once for every run on the same data."""
+    from core.activations import extract
+    from core.inspect import auto_cache_folder
+
+    settings = cache_settings(spec)
+    folder = auto_cache_folder(teacher, documents, settings)
+    ctx.log(f"activation cache ({settings.mode}): {folder}")
+    cache = extract(teacher, documents, folder, settings, ctx)
+    ids = [d.id for d in documents]
+    if settings.mode == "pooled":
+        return pooled_targets(cache, ids), None, None
+    acts, positions = token_targets(cache, ids)
+    pooled = torch.stack([a.mean(0) if len(a) else torch.zeros(cache.manifest["d_model"]) for a in acts])
+    return pooled, acts, positions
+
+
+def _prepare(spec: JobSpec, teacher: Teacher, ctx: JobContext):
+    d = spec.data
+    train_docs, held_docs = split_documents(load_documents(d.corpus), spec.run.eval_fraction)
+    if not held_docs:
+        raise DistillscopeError("No document was held out for validation.",
+                                "Raise [run] eval_fraction or use a larger corpus.")
+    documents = train_docs + held_docs
+    pooled, acts, positions = _targets(spec, teacher, documents, ctx)
+    n = len(train_docs)
+    ref = document_reference(pooled[:n], f"{n:,} training documents of '{d.corpus}'", d.hook)
+    token_ref = None
+    if acts is not None:
+        rows = torch.cat(acts[:n])
+        token_ref = document_reference(rows, f"{len(rows):,} training tokens of '{d.corpus}'", d.hook)
+    ctx.report(0, 1, "Tokenizing")
+    tokens = teacher.tokenize([doc.text for doc in documents], d.max_length)
+
+    def part(sl: slice):
+        return build_data(tokens[sl], pooled[sl], ref, acts[sl] if acts else None,
+                          positions[sl] if positions else None, token_ref)
+    return part(slice(0, n)), part(slice(n, None)), ref, token_ref, [doc.text for doc in held_docs]
+
+
+def _student(model, teacher: Teacher, spec: JobSpec, ref, token_ref, info=None) -> Student:
+    return Student(model, teacher.tokenizer, ref, spec.data.hook, teacher.identity(),
+                   spec.data.max_length, token_ref, info)
+
+
+def run_student_job(spec: JobSpec, ctx: JobContext) -> None:
+    d, cfg = spec.data, spec.train
+    ctx.report(0, 1, "Loading the teacher")
+    teacher = ctx.load_teacher(d.teacher, None if d.device == "auto" else d.device)
+    try:
+        teacher.check_hook(HookPoint.parse(d.hook))
+    except ValueError as exc:
+        raise DistillscopeError(str(exc), "Choose a layer the teacher has in [data] hook.")
+    train, held, ref, token_ref, held_texts = _prepare(spec, teacher, ctx)
+    ctx.log(f"{teacher.name}, {d.hook}: {len(train):,} training and {len(held):,} held-out documents")
+
+    torch.manual_seed(cfg.seed)
+    embed = teacher.model.get_input_embeddings().weight
+    vocab = max(int(embed.shape[0]), len(teacher.tokenizer))
+    model = StudentModel(spec.student, vocab, teacher.d_model, teacher.bos_id).to(teacher.device)
+    trainer = StudentTrainer(model, cfg, train, held, teacher.pad_id)
+    checkpoint = ctx.run.latest_checkpoint()
+    if checkpoint is not None:
+        load_checkpoint(checkpoint, trainer, ctx)
+        ctx.log(f"resuming at step {trainer.step:,} from {checkpoint.name}")
+    elif spec.student.init_embeddings == "teacher":
+        init_embeddings_from(model, embed)
+    ctx.run.write_status(total_steps=trainer.total_steps)
+    student = _student(model, teacher, spec, ref, token_ref)
+    to_doc_z = student.from_prediction if token_ref is not None else None
+
+    started, first_step = time.monotonic(), trainer.step
+    if not trainer.done:
+        _train(spec, ctx, trainer, to_doc_z)
+    seconds = time.monotonic() - started
+    if not ctx.main:
+        return
+    trainer.restore_best()
+    ctx.report(0, 1, "Evaluating")
+    final = trainer.measure(to_doc_z)
+    t0 = time.monotonic()
+    student.vectors(held_texts, ctx)
+    vectors_rate = len(held) / max(time.monotonic() - t0, 1e-9)
+    report = {"val_mse": final["val_mse"], "val_cosine": final["val_cosine"], "steps": trainer.step,
+              "best_step": trainer.best_step, "epochs": trainer.step / trainer.steps_per_epoch,
+              "stopped_early": trainer.stopped_early, "train_documents": len(train),
+              "held_out_documents": len(held), "target": spec.student.target,
+              "train_docs_per_s": (trainer.step - first_step) * cfg.batch_size / max(seconds, 1e-9),
+              "vectors_docs_per_s": vectors_rate, "hook": d.hook, "teacher": teacher.name}
+    student.info = {k: report[k] for k in ("val_mse", "val_cosine", "steps", "train_documents")}
+    student.save(ctx.run.artifacts_dir / "student")
+    paths.atomic_write_text(ctx.run.artifacts_dir / "evaluation.json", json.dumps(report, indent=1))
+    ctx.run.write_status(evaluation={k: report[k] for k in ("val_mse", "val_cosine", "steps")})
+    ctx.log(f"evaluation: val_mse {report['val_mse']:.4g}, val_cosine {report['val_cosine']:.4g} "
+            f"(best of {trainer.step:,} steps at {trainer.best_step:,})")
+
+
+def _train(spec: JobSpec, ctx: JobContext, trainer: StudentTrainer, to_doc_z) -> None:
+    cfg = spec.train
+    ctx.step = trainer.step
+    ctx.report(trainer.step, trainer.total_steps, "Training")
+    while not trainer.done:
+        ctx.wait_if_paused()
+        if ctx.should_stop():
+            break
+        row = trainer.train_step()
+        ctx.step = trainer.step
+        # one row per step: readers keep only the last row written for a step
+        evaluate = trainer.step % cfg.eval_every == 0 or trainer.step == trainer.total_steps
+        if evaluate:
+            row.update(trainer.evaluate(to_doc_z))
+            ctx.log(f"step {trainer.step:,}: val_mse {row['val_mse']:.4f}, val_cosine {row['val_cosine']:.4f}")
+            if trainer.stopped_early:
+                ctx.log(f"early stop: no improvement in {trainer.bad_evals} validations; "
+                        f"best at step {trainer.best_step:,}")
+        if evaluate or trainer.step % cfg.log_every == 0:
+            ctx.metric(row)
+        ctx.report(trainer.step, trainer.total_steps,
+                   f"step {trainer.step:,}/{trainer.total_steps:,}, loss {row['loss']:.4g}"
+                   + (f", val cos {trainer.last_eval['val_cosine']:.3f}" if trainer.last_eval else ""))
+        if trainer.step % spec.run.checkpoint_every == 0 and not trainer.done:
+            save_checkpoint(ctx, trainer)
+    if trainer.step > 0:
+        save_checkpoint(ctx, trainer)  # at the end, or on cancel
+    if ctx.should_stop() and not trainer.done:
+        raise Cancelled()
+
+
+def save_checkpoint(ctx: JobContext, trainer: StudentTrainer) -> None:
+    if not ctx.main:
+        return
+
+    def write(folder: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+        save_file(trainer.state_tensors(), str(folder / "trainer.safetensors"))
+        meta = {**trainer.state_meta(), "elapsed": ctx.elapsed()}
+        paths.atomic_write_text(folder / "trainer.json", json.dumps(meta, indent=1))
+
+    path = ctx.run.write_checkpoint(trainer.step, write, keep=ctx.run.spec.run.keep_checkpoints)
+    ctx.run.write_status(checkpoint_step=trainer.step)
+    ctx.log(f"checkpoint at step {trainer.step:,}: {path.name}")
+
+
+def load_checkpoint(folder: Path, trainer: StudentTrainer, ctx: JobContext) -> None:
+    try:
+        weights = load_file(str(folder / "model.safetensors"))
+        tensors = load_file(str(folder / "trainer.safetensors"))
+        meta = json.loads((folder / "trainer.json").read_text(encoding="utf-8"))
+        trainer.model.load_state_dict(weights)
+        trainer.load_state(tensors, meta)
+    except DistillscopeError:
+        raise
+    except Exception as exc:  # safetensors, json and shape errors alike
+        raise DistillscopeError(f"Checkpoint '{folder}' cannot be read ({str(exc)[:200]}).",
+                                "Delete that checkpoint folder to resume from the one before it.")
+    ctx.elapsed_before = float(meta.get("elapsed", 0.0))

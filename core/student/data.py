@@ -1,0 +1,102 @@
+"""Training data for a student: token ids per document, the teacher's targets (document
+vectors, or every token's residual), z-normalization statistics from the training split only,
+and the order documents are visited in (a pure function of seed and epoch, so a resume needs
+only the step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from core.activations import pad_batch
+from core.features.scoring import Reference
+from core.similarity import zscore
+
+EPS = 1e-6
+
+
+@dataclass
+class StudentData:
+    """Documents [N] with their token ids and z-normalized targets."""
+
+    tokens: list[list[int]]  # teacher token ids per document, BOS first
+    doc_z: torch.Tensor  # [N, D] z-normalized document vectors (the pooled targets)
+    token_z: Optional[list[torch.Tensor]]  # per document [n_content, D], token-target mode only
+    content: list[torch.Tensor]  # token-target mode: per document the positions of its rows
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, index: Sequence[int], pad_id: int, with_tokens: bool = True) -> dict:
+        """Padded ids/mask [B, T], document targets [B, D], token targets [B, T, D] (zeros
+        where a position does not count) when the data has them."""
+        ids, mask = pad_batch([self.tokens[i] for i in index], pad_id)
+        out = {"ids": ids, "mask": mask, "doc": self.doc_z[list(index)]}
+        if self.token_z is not None and with_tokens:
+            target = torch.zeros(len(index), ids.shape[1], self.doc_z.shape[1])
+            for row, i in enumerate(index):
+                target[row, self.content[i]] = self.token_z[i]
+            out["tokens"] = target
+        return out
+
+
+def document_reference(pooled: torch.Tensor, source: str, hook: str) -> Reference:
+    """Per-dimension mean/std of document vectors (population std, as the caches' stats)."""
+    x = pooled.double()
+    mean = x.mean(0)
+    std = (x.pow(2).mean(0) - mean.pow(2)).clamp(min=0).sqrt()
+    return Reference(mean.float(), std.float(), source, hook, int(pooled.shape[0]))
+
+
+def pooled_targets(cache, doc_ids: Sequence[str]) -> torch.Tensor:
+    """Rows of a pooled cache in the order of `doc_ids`."""
+    where = {d: i for i, d in enumerate(cache.document_ids)}
+    return cache.pooled()[[where[d] for d in doc_ids]]
+
+
+def token_targets(cache, doc_ids: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per document (in the order of `doc_ids`): its token rows [n, D] by position, and those
+    positions (BOS is not in the cache, so positions are where the student's content mask is)."""
+    where = {d: i for i, d in enumerate(cache.document_ids)}
+    rows: dict[int, list] = {}
+    for data in cache.shards():
+        for doc in data["doc_index"].unique().tolist():
+            sel = data["doc_index"] == doc
+            rows.setdefault(doc, []).append((data["position"][sel].long(), data["acts"][sel].float()))
+    acts, positions = [], []
+    d_model = int(cache.manifest["d_model"])
+    for doc_id in doc_ids:
+        parts = rows.get(where[doc_id], [])
+        pos = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, dtype=torch.long)
+        x = torch.cat([a for _, a in parts]) if parts else torch.zeros(0, d_model)
+        order = pos.argsort()
+        positions.append(pos[order])
+        acts.append(x[order])
+    return acts, positions
+
+
+def build_data(tokens: list[list[int]], pooled: torch.Tensor, ref: Reference,
+               token_acts: Optional[list[torch.Tensor]] = None,
+               token_positions: Optional[list[torch.Tensor]] = None,
+               token_ref: Optional[Reference] = None) -> StudentData:
+    doc_z = zscore(pooled.float(), ref.mean, ref.std, EPS)
+    if token_acts is None:
+        return StudentData(tokens, doc_z, None, [])
+    token_z = [zscore(x, token_ref.mean, token_ref.std, EPS) for x in token_acts]
+    return StudentData(tokens, doc_z, token_z, token_positions)
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, lengths: Sequence[int],
+                pool: int = 8) -> list[list[int]]:
+    """The batches of one epoch: shuffled, then sorted by length within pools of `pool` batches
+    (less padding), then the batches themselves shuffled. Depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    batches = []
+    for start in range(0, n, batch_size * pool):
+        chunk = sorted(perm[start:start + batch_size * pool], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]

@@ -1,0 +1,142 @@
+"""The tiny student (seed 000): a small transformer encoder over the teacher's tokenizer that
+reads a document and predicts the teacher's z-normalized mean-pooled residual at one hook.
+
+    ids [B, T] -> embed (vocab x d_embed) -> proj to d_hidden + learned positions
+               -> n_layers pre-norm blocks (attention over non-pad tokens, GELU MLP)
+               -> final LayerNorm -> linear to d_out per token   (token predictions [B, T, d_out])
+               -> masked mean over content tokens (non-pad, non-BOS) (document vector [B, d_out])
+
+Pooling and the output layer commute (both linear), so pooled targets and token-level targets
+share one network: the pooled loss compares the mean of token predictions with the document
+target, the token loss compares every token prediction with that token's residual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.dictionaries.base import check_fields, option
+
+
+@dataclass
+class StudentConfig:
+    """The student's shape and what it learns. Every field is documented (`describe`)."""
+
+    n_layers: int = option(4, help="Transformer blocks.", min=1, max=48)
+    d_hidden: int = option(256, help="Width of the residual stream inside the student.",
+                           min=8, max=8192)
+    n_heads: int = option(4, help="Attention heads per block (d_hidden must divide by it).",
+                          min=1, max=128)
+    d_embed: int = option(128, help="Width of the token embeddings, projected up to d_hidden "
+                          "(keeps the 262k-token table small: vocab x d_embed).", min=4, max=8192)
+    d_mlp: int = option(512, help="Hidden width of each block's MLP. 2 x d_hidden by default: "
+                        "4 x costs a third more per token for little gain on short documents.",
+                        min=4, max=65536)
+    max_positions: int = option(512, help="Longest input the learned position table covers; "
+                                "[data] max_length must not exceed it.", min=2, max=32768,
+                                unit="tokens")
+    dropout: float = option(0.0, help="Dropout in attention and MLP while training.", min=0.0, max=0.9)
+    target: str = option("pooled", help="pooled: learn the document's mean residual (the seed's "
+                         "method, fast); tokens: learn every token's residual and pool the "
+                         "predictions (the seed's next step: needs a token activation cache, "
+                         "larger on disk and slower).", choices=("pooled", "tokens"))
+    init_embeddings: str = option("teacher", help="teacher: start the token embeddings from the "
+                                  "teacher's own, reduced to d_embed by PCA (tokens the corpus "
+                                  "never shows still get sensible vectors); random: small "
+                                  "random vectors.", choices=("teacher", "random"))
+
+    def validate(self) -> "StudentConfig":
+        check_fields(self)
+        if self.d_hidden % self.n_heads:
+            raise ValueError(f"'d_hidden' ({self.d_hidden}) must be a multiple of 'n_heads' ({self.n_heads}).")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attention ignores padding keys."""
+
+    def __init__(self, d: int, heads: int, d_mlp: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.o = nn.Linear(d, d)
+        self.up, self.down = nn.Linear(d, d_mlp), nn.Linear(d_mlp, d)
+
+    def forward(self, x_BTD: torch.Tensor, key_ok_B11T: torch.Tensor) -> torch.Tensor:
+        B, T, D = x_BTD.shape
+        q, k, v = self.qkv(self.ln1(x_BTD)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok_B11T, dropout_p=p)
+        x_BTD = x_BTD + F.dropout(self.o(att.transpose(1, 2).reshape(B, T, D)), p, self.training)
+        return x_BTD + F.dropout(self.down(F.gelu(self.up(self.ln2(x_BTD)))), p, self.training)
+
+
+class StudentModel(nn.Module):
+    def __init__(self, cfg: StudentConfig, vocab_size: int, d_out: int, bos_id: Optional[int]):
+        super().__init__()
+        self.cfg, self.vocab_size, self.d_out, self.bos_id = cfg, vocab_size, d_out, bos_id
+        # sparse: a step touches only the rows of the tokens in the batch (see train.py)
+        self.embed = nn.Embedding(vocab_size, cfg.d_embed, sparse=True)
+        self.proj = nn.Linear(cfg.d_embed, cfg.d_hidden)
+        self.pos = nn.Embedding(cfg.max_positions, cfg.d_hidden)
+        self.blocks = nn.ModuleList(Block(cfg.d_hidden, cfg.n_heads, cfg.d_mlp, cfg.dropout)
+                                    for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_hidden)
+        self.out = nn.Linear(cfg.d_hidden, d_out)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=1.0 if module is self.embed else 0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def hidden(self, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
+        T = ids_BT.shape[1]
+        if T > self.cfg.max_positions:
+            raise ValueError(f"Input of {T} tokens is longer than the student's max_positions "
+                             f"({self.cfg.max_positions}).")
+        x = self.proj(self.embed(ids_BT)) + self.pos.weight[:T]
+        key_ok = mask_BT.bool()[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, key_ok)
+        return self.ln_f(x)
+
+    def content(self, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
+        """Tokens that count in a document's mean: non-pad, BOS left out (as the teacher's)."""
+        keep = mask_BT.bool()
+        return keep & (ids_BT != self.bos_id) if self.bos_id is not None else keep
+
+    def forward(self, ids_BT: torch.Tensor, mask_BT: torch.Tensor, tokens: bool = False):
+        """Document vectors [B, d_out]; with tokens=True also the token predictions [B, T, d_out]."""
+        h = self.hidden(ids_BT, mask_BT)
+        keep = self.content(ids_BT, mask_BT).unsqueeze(-1).to(h.dtype)
+        pooled = masked_mean(h, keep)
+        doc = self.out(pooled)
+        return (doc, self.out(h)) if tokens else doc
+
+
+def masked_mean(x_BTD: torch.Tensor, keep_BT1: torch.Tensor) -> torch.Tensor:
+    """Mean over the kept positions; a row with none (an empty document) gives zeros."""
+    return (x_BTD * keep_BT1).sum(1) / keep_BT1.sum(1).clamp(min=1)
+
+
+@torch.no_grad()
+def init_embeddings_from(model: StudentModel, teacher_embed_VD: torch.Tensor) -> None:
+    """Start the token table from the teacher's embeddings reduced to d_embed by PCA, scaled to
+    unit variance per entry: related tokens start close, and tokens a small corpus never shows
+    still get the teacher's idea of them instead of noise."""
+    w = teacher_embed_VD.detach().float().cpu()
+    rows, k = min(w.shape[0], model.vocab_size), model.cfg.d_embed
+    mean = w.mean(0, keepdim=True)
+    _, _, v = torch.pca_lowrank(w - mean, q=min(k, w.shape[1]), center=False, niter=2)
+    reduced = (w[:rows] - mean) @ v
+    reduced /= reduced.std().clamp(min=1e-8)
+    model.embed.weight[:rows, :reduced.shape[1]] = reduced.to(model.embed.weight)
