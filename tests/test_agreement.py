@@ -106,3 +106,24 @@ def test_report_rows_carry_seed_values():
     with pytest.raises(DistillscopeError, match="held-out split"):
         agreement_report(t, s, dirs, labels, "pos")
 
+
+
+def test_committed_provenance_corpus_loads():
+    from core.documents import load_paths
+
+    corpus = load_paths([resources_dir() / "demo" / "provenance.jsonl"])
+    assert not corpus.problems
+    assert corpus.labels() == ["human", "machine"]
+    counts = {lab: sum(d.label == lab for d in corpus) for lab in corpus.labels()}
+    assert counts["human"] == counts["machine"] >= 200
+    assert all(d.text.strip() for d in corpus)
+
+
+def test_committed_ood_corpus_loads():
+    from core.documents import load_paths
+
+    corpus = load_paths([resources_dir() / "demo" / "ood.jsonl"])
+    assert not corpus.problems
+    assert len(corpus) >= 200 and len(corpus.labels()) >= 2
+    words = [len(d.text.split()) for d in corpus]
+    assert min(words) >= 30 and max(words) <= 300
