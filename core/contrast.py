@@ -120,7 +120,7 @@ def youden_threshold(scores, is_positive) -> float:
 def _class_masks(labels: Sequence, positive, negative, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     if len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} vectors.")
-    present = sorted({str(lab) for lab in labels if lab is not None})
+    present = sorted({lab for lab in labels if lab is not None}, key=str)
     if len(present) < 2:
         raise DistillscopeError(f"A contrast needs two classes; the corpus has "
                                 f"{'only ' + repr(present[0]) if present else 'no labels'}.",
@@ -128,7 +128,7 @@ def _class_masks(labels: Sequence, positive, negative, n: int) -> tuple[torch.Te
     for name in (positive,) + (() if negative is None else (negative,)):
         if name not in present:
             raise DistillscopeError(f"No document is labeled {name!r}.",
-                                    f"Choose one of: {', '.join(present)}.")
+                                    f"Choose one of: {', '.join(map(str, present))}.")
     if negative is not None and negative == positive:
         raise DistillscopeError(f"Both sides of the contrast are {positive!r}.",
                                 "Choose another class, or contrast against the rest.")
@@ -255,6 +255,9 @@ def contrast_vector(vectors: torch.Tensor, labels: Sequence, positive: str,
     pos, neg = _class_masks(labels, positive, negative, x_ND.shape[0])
     v_D = _direction(x_ND, pos, neg, positive, negative)
     negative_name = REST if negative is None else negative
+    rest = {lab for lab, n in zip(labels, neg.tolist()) if n}
+    if negative is None and len(rest) == 1:  # the rest is one class: name it ("machine vs human")
+        negative_name = next(iter(rest))
     cv = ContrastVector(name or f"{positive} vs {negative_name}", v_D, positive, negative_name,
                         space, corpus, {positive: int(pos.sum()), negative_name: int(neg.sum())})
     s = x_ND[pos | neg] @ v_D

@@ -82,6 +82,10 @@ def test_contrast_vector_by_hand_one_vs_one_and_vs_rest():
     assert torch.allclose(rest.vector, torch.tensor([1.0, -1.0]) / math.sqrt(2))
     assert rest.negative == "rest" and rest.n_per_class == {"a": 2, "rest": 4}
     assert rest.name == "a vs rest"
+    # against the rest when the rest is one class: that class is named
+    two = contrast_vector(x[:4], labels[:4], "a")
+    assert two.negative == "b" and two.name == "a vs b" and torch.equal(two.vector, cv.vector)
+    assert two.classify(x[:4]) == ["a", "a", "b", "b"]
     assert float(rest.vector.norm()) == pytest.approx(1.0)
     # scores are dot products
     assert torch.allclose(cv.score(x), x[:, 0])
