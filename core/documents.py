@@ -150,10 +150,23 @@ def load_paths(paths, **kw) -> Corpus:
     return corpus
 
 
-def load_demo() -> Corpus:
-    """The bundled demo corpus: labeled short texts from Debian's fortunes (see its README)."""
-    corpus = load_path(resources_dir() / "demo" / "fortunes.jsonl")
-    corpus.name = "demo (fortunes)"
+# The bundled demo sets (resources/demo/README.md): name -> (file, display name).
+DEMO_SETS = {
+    "demo": ("fortunes.jsonl", "demo (fortunes)"),
+    "demo-provenance": ("provenance.jsonl", "provenance demo (human vs machine)"),
+    "demo-ood": ("ood.jsonl", "out-of-distribution demo (stdlib docstrings)"),
+}
+
+
+def load_demo(name: str = "demo") -> Corpus:
+    """A bundled demo set: "demo" (labeled short texts from Debian's fortunes), "demo-provenance"
+    (those texts beside continuations the bundled teacher wrote from their opening words) or
+    "demo-ood" (Python standard-library docstrings, unlike fortunes)."""
+    if name not in DEMO_SETS:
+        raise DocumentError(f"There is no demo set called '{name}'.", f"Use one of {', '.join(DEMO_SETS)}.")
+    filename, title = DEMO_SETS[name]
+    corpus = load_path(resources_dir() / "demo" / filename)
+    corpus.name = title
     return corpus
 
 

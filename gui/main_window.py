@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
     tokens_shown = Signal()  # the token view shows a document's tokens
     neighbours_shown = Signal()  # the neighbours table shows rows
     vectors_ready = Signal(int)  # corpus vectors of this layer are in memory
+    student_changed = Signal()  # a student was opened or closed
 
     def __init__(self, teacher=None, layer: int = 6, settings: Optional[QSettings] = None, parent=None,
                  dictionary=STARTER):
@@ -61,6 +62,8 @@ class MainWindow(QMainWindow):
         self.job_teacher = None  # and its twin for training jobs
         self.wizard_teacher = None  # and one for the wizard's cost estimate (its own thread)
         self.corpus = Corpus(name="no corpus")
+        self.student = None  # core.student.Student, for side-by-side bars and contrasts
+        self.student_name = ""
         self.pasted: list[Document] = []
         self.entries: list[Entry] = []
         self.layer = max(0, layer)
@@ -112,6 +115,9 @@ class MainWindow(QMainWindow):
         self.neighbours.activated.connect(self.select_corpus_document)
         self.neighbours.export_requested = self.export_neighbours_csv
         self.features = FeatureSession(self)
+        from gui.contrast_session import ContrastSession
+
+        self.contrast = ContrastSession(self)
 
         middle = QSplitter(Qt.Orientation.Vertical)
         middle.addWidget(self.token_panel)
@@ -138,6 +144,7 @@ class MainWindow(QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(inspect, "Inspect")
         self.tabs.addTab(self.training_tab, "Training")
+        self.tabs.addTab(self.contrast.view, "Contrast")
         self.tabs.currentChanged.connect(lambda i: self.ensure_training_view() if i == 1 else None)
         self.setCentralWidget(self.tabs)
 
@@ -171,6 +178,11 @@ class MainWindow(QMainWindow):
         self.act_paste = self._action("&Paste Text…", self.paste_dialog_open, "Ctrl+Shift+V",
                                       SP.SP_FileDialogContentsView, "Inspect a pasted text")
         self.act_demo = self._action("Open &Demo Corpus", self.open_demo, tip="945 labeled fortunes")
+        self.act_provenance = self._action("Open &Provenance Demo Set", lambda: self.open_demo("demo-provenance"),
+                                           tip="Demo texts beside continuations the bundled teacher wrote "
+                                           "from their opening words: human vs machine")
+        self.act_ood = self._action("Open Out-of-Distribution Demo &Set", lambda: self.open_demo("demo-ood"),
+                                    tip="Python standard-library docstrings: text unlike the fortunes")
         self.act_png = self._action("Token View as &PNG…", self.export_token_png)
         self.act_csv = self._action("&Neighbours as CSV…", self.export_neighbours_csv)
         self.act_quit = self._action("&Quit", self.close, "Ctrl+Q")
@@ -187,6 +199,12 @@ class MainWindow(QMainWindow):
                                           tip="Open a TOML job spec in the training wizard")
         self.act_show_inspect = self._action("&Inspect", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1")
         self.act_show_training = self._action("&Training Runs", lambda: self.tabs.setCurrentIndex(1), "Ctrl+2")
+        self.act_show_contrast = self._action("&Contrast", lambda: self.tabs.setCurrentIndex(2), "Ctrl+3")
+        self.act_student = self._action("Open &Student…", self.open_student_dialog, "Ctrl+Shift+S",
+                                        tip="A distilled student folder (a student run's artifacts/student): "
+                                        "its feature bars beside the teacher's, and contrasts on its vectors")
+        self.act_close_student = self._action("Close Student", lambda: self.set_student(None))
+        self.act_close_student.setEnabled(False)
         self.act_gguf = self._action("Load &GGUF File…", self.load_gguf_dialog)
         f = self.features
         self.act_dictionary = self._action("&Open Dictionary Folder…", f.open_dictionary_dialog,
@@ -209,6 +227,8 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addAction(self.act_demo)
+        file_menu.addAction(self.act_provenance)
+        file_menu.addAction(self.act_ood)
         file_menu.addSeparator()
         export = file_menu.addMenu("&Export")
         export.addAction(self.act_png)
@@ -223,12 +243,16 @@ class MainWindow(QMainWindow):
         view.addSeparator()
         view.addAction(self.act_show_inspect)
         view.addAction(self.act_show_training)
+        view.addAction(self.act_show_contrast)
         train = bar.addMenu("&Train")
         train.addAction(self.act_new_run)
         train.addAction(self.act_open_spec)
         model = bar.addMenu("&Model")
         for a in (self.act_bundled, self.act_model_dir, self.act_gguf):
             model.addAction(a)
+        model.addSeparator()
+        model.addAction(self.act_student)
+        model.addAction(self.act_close_student)
         model.addSeparator()
         model.addAction(self.act_cancel)
         dictionary = bar.addMenu("&Dictionary")
@@ -317,10 +341,37 @@ class MainWindow(QMainWindow):
         self.io.submit(Task("documents", lambda _state: load_paths(paths_), title="Reading documents",
                             on_result=lambda corpus: self._documents_read(corpus, paths_, add)))
 
-    def open_demo(self) -> None:
+    def open_demo(self, name: str = "demo") -> None:
         self._set_status("Reading the demo corpus…")
-        self.io.submit(Task("documents", lambda _state: load_demo(), title="Reading the demo corpus",
-                            on_result=lambda corpus: self._documents_read(corpus, [DEMO], False)))
+        self.io.submit(Task("documents", lambda _state: load_demo(name), title="Reading the demo corpus",
+                            on_result=lambda corpus: self._documents_read(
+                                corpus, [DEMO] if name == "demo" else [], False)))
+
+    # ================================================================== student
+
+    def open_student_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a student folder", str(paths.data_dir() / "runs"))
+        if folder:
+            self.open_student(folder)
+
+    def open_student(self, folder) -> Task:
+        """Load a distilled student (core.student.Student) in the background."""
+        def load(_state):
+            from core.student import Student
+
+            return Student.load(folder)
+
+        name = Path(folder).parent.parent.name if Path(folder).name == "student" else Path(folder).name
+        return self.io.submit(Task("student", load, title="Loading the student",
+                                   on_result=lambda student: self.set_student(student, name),
+                                   on_error=self._show_error))
+
+    def set_student(self, student, name: str = "") -> None:
+        self.student, self.student_name = student, (name if student is not None else "")
+        self.act_close_student.setEnabled(student is not None)
+        if student is not None:
+            self._set_status(f"Opened the student {name}: {student.name}.")
+        self.student_changed.emit()
 
     def _documents_read(self, corpus: Corpus, sources: list[str], add: bool) -> None:
         for source in sources:
@@ -401,6 +452,7 @@ class MainWindow(QMainWindow):
             self.runner.cancel("extract")
         self._schedule_extraction()
         self._refresh_inspect()
+        self.contrast.refresh_choices()
 
     def recompute(self) -> None:
         """F5: forget this layer's results in memory and compute them again (the disk cache stays)."""
