@@ -117,10 +117,14 @@ def youden_threshold(scores, is_positive) -> float:
 # Building and evaluating a contrast vector
 
 
+def _unlabeled(label) -> bool:
+    return label is None or label == ""  # a table's empty label cell, a pasted document
+
+
 def _class_masks(labels: Sequence, positive, negative, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     if len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} vectors.")
-    present = sorted({lab for lab in labels if lab is not None}, key=str)
+    present = sorted({lab for lab in labels if not _unlabeled(lab)}, key=str)
     if len(present) < 2:
         raise DistillscopeError(f"A contrast needs two classes; the corpus has "
                                 f"{'only ' + repr(present[0]) if present else 'no labels'}.",
@@ -134,7 +138,7 @@ def _class_masks(labels: Sequence, positive, negative, n: int) -> tuple[torch.Te
                                 "Choose another class, or contrast against the rest.")
     pos = torch.tensor([lab == positive for lab in labels], dtype=torch.bool)
     if negative is None:  # unlabeled documents belong to neither side
-        neg = torch.tensor([lab is not None and lab != positive for lab in labels], dtype=torch.bool)
+        neg = torch.tensor([not _unlabeled(lab) and lab != positive for lab in labels], dtype=torch.bool)
     else:
         neg = torch.tensor([lab == negative for lab in labels], dtype=torch.bool)
     return pos, neg

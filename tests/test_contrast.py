@@ -86,6 +86,9 @@ def test_contrast_vector_by_hand_one_vs_one_and_vs_rest():
     two = contrast_vector(x[:4], labels[:4], "a")
     assert two.negative == "b" and two.name == "a vs b" and torch.equal(two.vector, cv.vector)
     assert two.classify(x[:4]) == ["a", "a", "b", "b"]
+    # unlabeled rows (None or "") are on neither side
+    unl = contrast_vector(x, labels[:4] + [None, ""], "a")
+    assert unl.negative == "b" and unl.n_per_class == {"a": 2, "b": 2}
     assert float(rest.vector.norm()) == pytest.approx(1.0)
     # scores are dot products
     assert torch.allclose(cv.score(x), x[:, 0])
