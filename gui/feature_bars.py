@@ -60,12 +60,18 @@ class BarRow:
     auto: bool = False  # the label was made automatically (not edited by a person)
 
 
-def rank(values: np.ndarray, other: Optional[np.ndarray] = None) -> np.ndarray:
-    """Feature order: by |value|, largest first (by |value - other| when comparing). A stable sort
-    of -key in float64 breaks ties by feature index, as core's FeatureScores.top does, so the GUI
-    and the CLI list the same features."""
+def rank(values: np.ndarray, other: Optional[np.ndarray] = None, by: str = "difference") -> np.ndarray:
+    """Feature order: by |value|, largest first; when comparing, by |value - other| ("difference")
+    or by the larger of |value| and |other| ("either": the top features of both sides). A stable
+    sort of -key in float64 breaks ties by feature index, as core's FeatureScores.top does, so
+    the GUI and the CLI list the same features."""
     values = np.asarray(values, dtype=np.float64)
-    key = np.abs(values) if other is None else np.abs(values - np.asarray(other, dtype=np.float64))
+    if other is None:
+        key = np.abs(values)
+    elif by == "either":
+        key = np.maximum(np.abs(values), np.abs(np.asarray(other, dtype=np.float64)))
+    else:
+        key = np.abs(values - np.asarray(other, dtype=np.float64))
     return np.argsort(-key, kind="stable")
 
 
@@ -483,8 +489,9 @@ class FeatureBarsPanel(QWidget):
         self.dictionary_label.setText(text)
 
     def set_compare_choices(self, classes: Sequence[tuple[str, int]],
-                            documents: Sequence[tuple[str, str, str]]) -> None:
-        """Classes as (label, number of documents); documents as (id, label, snippet), by index."""
+                            documents: Sequence[tuple[str, str, str]], student: str = "") -> None:
+        """Classes as (label, number of documents); documents as (id, label, snippet), by index;
+        `student`: the loaded student's name ("" for none)."""
         self.documents = list(documents)
         box = self.compare_box
         box.blockSignals(True)
@@ -492,17 +499,22 @@ class FeatureBarsPanel(QWidget):
         box.addItem("no comparison", "none:")
         box.addItem("a document…", "pick:")
         box.setItemData(1, "Choose a document of the open corpus", Qt.ItemDataRole.ToolTipRole)
+        if student:
+            box.addItem(f"student ({student})", "student:")
+            box.setItemData(box.count() - 1, "The same document read by the distilled student: its predicted "
+                            "document vector projected on the same dictionary", Qt.ItemDataRole.ToolTipRole)
         for label, n in classes:
             box.addItem(f"class {label} ({n:,})", f"class:{label}")
             box.setItemData(box.count() - 1, f"The mean of the {n:,} documents labelled {label!r}",
                             Qt.ItemDataRole.ToolTipRole)
         kind, value = self.compare
         keep = (kind == "class" and box.findData(f"class:{value}") >= 0) or \
-               (kind == "document" and value.isdigit() and int(value) < len(self.documents))
+               (kind == "document" and value.isdigit() and int(value) < len(self.documents)) or \
+               (kind == "student" and bool(student))
         if keep and kind == "document":
             self._add_document_item(int(value))
         elif keep:
-            box.setCurrentIndex(box.findData(f"class:{value}"))
+            box.setCurrentIndex(box.findData(f"{kind}:{value}"))
         else:
             self.compare = ("none", "")
             box.setCurrentIndex(0)
@@ -513,10 +525,10 @@ class FeatureBarsPanel(QWidget):
         box = self.compare_box
         if kind == "document":
             self._add_document_item(int(value))
-        elif kind == "class":
-            i = box.findData(f"class:{value}")
+        elif kind in ("class", "student"):
+            i = box.findData(f"{kind}:{value}")
             if i < 0:
-                raise ValueError(f"no class {value!r} in the compare choices")
+                raise ValueError(f"no {kind} {value!r} in the compare choices")
             box.setCurrentIndex(i)
         else:
             box.setCurrentIndex(0)
@@ -535,14 +547,14 @@ class FeatureBarsPanel(QWidget):
                     is_auto: Callable[[int], bool] = lambda f: False,
                     frequency: Optional[Sequence[float]] = None, note: str = "",
                     other: Optional[Sequence[float]] = None, names: tuple[str, str] = ("document", "other"),
-                    value_name: str = "score") -> None:
+                    value_name: str = "score", rank_by: str = "difference") -> None:
         """Scores of every feature ([d_sae]); the panel ranks them and shows the top rows. With
-        `other`, rows are ranked by the difference and both are drawn (names[0] vs names[1])."""
+        `other`, both are drawn (names[0] vs names[1]) and rows are ranked by `rank_by` (see rank)."""
         self.values = np.asarray(values, dtype=np.float64)
         self.other = None if other is None else np.asarray(other, dtype=np.float64)
         self.labels, self.is_auto = labels, is_auto
         self.frequency = None if frequency is None else np.asarray(frequency, dtype=np.float64)
-        self.order = rank(self.values, self.other)
+        self.order = rank(self.values, self.other, rank_by)
         self.title = header
         self.note_text = note
         self.chart.value_name = value_name
@@ -553,7 +565,8 @@ class FeatureBarsPanel(QWidget):
             self.legend.setText(
                 f'<span style="color:{COMPARE_A.name()}">■</span> {_esc(names[0])} &nbsp;&nbsp; '
                 f'<span style="color:{COMPARE_B.name()}">■</span> {_esc(names[1])} &nbsp;&nbsp; '
-                '<span style="color:#707070">sorted by the largest difference</span>')
+                '<span style="color:#707070">sorted by the ' +
+                ('larger of the two' if rank_by == "either" else 'largest difference') + '</span>')
             self.legend.show()
         else:
             self.legend.hide()

@@ -279,6 +279,19 @@ def token_variants(text: str) -> list[str]:
     return [" " + word, word] if not stripped.startswith(" ") else [stripped]
 
 
+def agreement_note(teacher_values, student_values, k: int = 20) -> str:
+    """The seed's per-document agreement of teacher and student feature scores (core.agreement)."""
+    import torch
+
+    from core.agreement import feature_correlation, top_k_overlap
+
+    t = torch.as_tensor(teacher_values, dtype=torch.float64)[None]
+    s = torch.as_tensor(student_values, dtype=torch.float64)[None]
+    r, _ = feature_correlation(t, s)
+    overlap, _ = top_k_overlap(t, s, min(k, t.shape[1]))
+    return f"Agreement with the teacher: r = {r:.2f} over all {t.shape[1]:,} features, top-{k} overlap {overlap:.2f}"
+
+
 def _quoted(token: str) -> str:
     return "'" + token.replace("\n", "\\n").replace("\t", "\\t") + "'"
 
@@ -308,6 +321,8 @@ class FeatureSession(QObject):
         self._projections: dict = {}  # (doc key or class label, reference key) -> values
         self._class_tokens: dict = {}  # (class label, index id) -> (mean, peak) or None
         self._class_pending: set = set()
+        self._student_vectors: dict = {}  # doc key -> the student's raw document vector [d_in]
+        self._student_pending: set = set()
         self._index: Optional[IndexResult] = None
         self._index_key = None
         self._index_task: Optional[Task] = None
@@ -332,6 +347,7 @@ class FeatureSession(QObject):
         window.teacher_changed.connect(self._teacher_changed)
         window.corpus_changed.connect(self._corpus_changed)
         window.vectors_ready.connect(self._vectors_ready)
+        window.student_changed.connect(self._student_changed)
         for runner in (window.runner, window.inspector, window.io):
             runner.cancelled.connect(self._task_cancelled)
         self._update_info()
@@ -504,7 +520,18 @@ class FeatureSession(QObject):
         classes = collections.Counter(d.label for d in w.corpus.documents if d.label)
         self.bars.set_compare_choices(sorted(classes.items()),
                                       [(e.doc.id, e.doc.label or "pasted", snippet(e.doc.text, 90))
-                                       for e in w.entries])
+                                       for e in w.entries], w.student_name if w.student is not None else "")
+
+    def _student_changed(self) -> None:
+        """A student opened (then its bars go beside the teacher's) or closed."""
+        self._student_vectors.clear()
+        self._student_pending.clear()
+        self.entries_changed()
+        if self.window.student is not None:
+            self.bars.set_compare("student")
+        elif self.bars.compare[0] == "student":
+            self.bars.set_compare("none")
+        self.refresh()
 
     def _vectors_ready(self, layer: int) -> None:
         d = self.dictionary
@@ -791,6 +818,8 @@ class FeatureSession(QObject):
                 return None, entry.doc.id, f"Computing the features of {entry.doc.id} to compare…"
             values, why = self._values(features, method, key)
             return values, entry.doc.id, ("" if values is not None else why)
+        if kind == "student":
+            return self._student_values(method)
         if kind == "class":
             n = sum(1 for d in w.corpus.documents if d.label == value)
             name = f"class {value} ({n:,} docs)"
@@ -798,6 +827,54 @@ class FeatureSession(QObject):
                 return self._class_projection(value, name)
             return self._class_tokens_values(value, method, name)
         return None, "", ""
+
+    def _student_values(self, method: str):
+        """The student's projection scores of the selected document (the same dictionary and
+        reference as the teacher's bars), or why not (yet)."""
+        w, d = self.window, self.dictionary
+        student, entry = w.student, w.current_entry()
+        name = "student"
+        if student is None or entry is None:
+            return None, name, ""
+        if method != "projection":
+            return None, name, "The student predicts document vectors, not token activations: " \
+                               "choose Projection to compare with it."
+        if student.hook != d.hook.name:
+            return None, name, f"The student predicts {student.hook}; the dictionary reads {d.hook.name}."
+        ref, ref_key, _ = self.reference()
+        if ref is None:
+            return None, name, self._no_reference_message()
+        key = (entry.doc.id, entry.doc.text)
+        vector = self._student_vectors.get(key)
+        if vector is None:
+            if key not in self._student_pending:
+                self._submit_student(entry, key)
+            return None, name, "Computing the student's vector…"
+        cache_key = (("student", key, id(student)), ref_key)
+        values = self._projections.get(cache_key)
+        if values is None:
+            from core.features import projection_scores
+
+            values = projection_scores(vector, d.sae, ref.mean, ref.std).values.numpy()
+            self._projections[cache_key] = values
+        return values, name, ""
+
+    def _submit_student(self, entry, key) -> None:
+        student, text, gen = self.window.student, entry.doc.text, self._gen
+
+        def done(vector) -> None:
+            self._student_pending.discard(key)
+            if self.window.student is student and gen == self._gen:
+                if len(self._student_vectors) > DOC_CACHE:
+                    self._student_vectors.clear()
+                self._student_vectors[key] = vector
+                self.refresh()
+
+        task = Task("features-student", lambda state: student.vectors([text], state, raw=True)[0],
+                    on_result=done, on_error=lambda _w, _h: self._student_pending.discard(key))
+        task.quiet = True
+        self._student_pending.add(key)
+        self.window.inspector.submit(task)
 
     def _class_projection(self, label: str, name: str):
         d, w = self.dictionary, self.window
@@ -867,10 +944,14 @@ class FeatureSession(QObject):
         other, other_name, why = self._compare_values(method)
         if why:
             notes.append(why)
+        student = self.bars.compare[0] == "student"
+        if student and other is not None:
+            notes.insert(0, agreement_note(values, other))
         freq = None if self._index is None else self._index.index.frequency.numpy()
         header = f"Features of {entry.doc.id}" + (f" vs {other_name}" if other is not None else "")
         bars.show_scores(header, values, d.labels.get, d.labels.is_auto, freq, " · ".join(n for n in notes if n),
-                         other=other, names=(entry.doc.id, other_name), value_name=value_name)
+                         other=other, names=("teacher", "student") if student else (entry.doc.id, other_name),
+                         value_name=value_name, rank_by="either" if student else "difference")
         bars.select_feature(self.feature, d.labels.get(self.feature) if self.feature >= 0 else "")
         self._computing.stop()
         self.scores_shown.emit()

@@ -83,3 +83,56 @@ def test_contrast_tab_explains_what_it_needs(make_window):
     view = window.contrast.view
     assert not view.compute_button.isEnabled()
     assert "two labels" in view.summary.text()
+
+
+# ============================================================================ teacher vs student
+
+
+@pytest.fixture
+def student_dir(tiny_teacher, tmp_path):
+    """An (untrained) tiny student of the tiny teacher at the window's layer, saved as a run would."""
+    from core.student import Student, StudentConfig, StudentModel
+    from core.student.data import document_reference
+
+    torch.manual_seed(0)
+    cfg = StudentConfig(n_layers=1, d_hidden=16, n_heads=2, d_embed=8, d_mlp=32, max_positions=256)
+    model = StudentModel(cfg, len(tiny_teacher.tokenizer), tiny_teacher.d_model, tiny_teacher.bos_id)
+    ref = document_reference(torch.randn(20, tiny_teacher.d_model), "test", f"resid_post.{LAYER}")
+    student = Student(model, tiny_teacher.tokenizer, ref, f"resid_post.{LAYER}", tiny_teacher.identity())
+    return student.save(tmp_path / "run" / "artifacts" / "student")
+
+
+def test_student_bars_go_beside_the_teachers_with_their_agreement(qtbot, probe, make_window, tiny_teacher,  # noqa: F811
+                                                                   sae_dir, student_dir):  # noqa: F811
+    from core.agreement import feature_correlation, top_k_overlap
+    from core.features import projection_scores
+    from core.student import Student
+    from tests.test_feature_view import corpus_reference, select
+
+    window = make_window(teacher=tiny_teacher, dictionary=str(sae_dir))
+    d = loaded(qtbot, window)
+    open_demo(qtbot, window)
+    with qtbot.waitSignal(window.student_changed, timeout=TIMEOUT_MS):
+        window.open_student(str(student_dir))
+    assert window.features.bars.compare == ("student", "")
+    select(qtbot, window, 3)
+    bars = window.features.bars
+    qtbot.waitUntil(lambda: bars.other is not None, timeout=TIMEOUT_MS)
+    doc = window.entries[3].doc
+    ref = corpus_reference(window)
+    student = Student.load(student_dir)
+    expected = projection_scores(student.vectors([doc.text], raw=True)[0], d.sae, ref.mean, ref.std).values
+    assert bars.other == pytest.approx(expected.numpy(), rel=1e-4, abs=1e-5)
+    t = torch.as_tensor(bars.values)[None]
+    s = torch.as_tensor(bars.other)[None]
+    r, _ = feature_correlation(t, s)
+    overlap, _ = top_k_overlap(t, s, 20)
+    assert f"r = {r:.2f}" in bars.note.text() and f"top-20 overlap {overlap:.2f}" in bars.note.text()
+    assert bars.header.text() == f"Features of {doc.id} vs student"
+    # Rows are the top features of either side.
+    key = torch.maximum(t.abs(), s.abs())[0]
+    assert [row.feature for row in bars.rows[:5]] == torch.sort(-key, stable=True).indices[:5].tolist()
+    # The contrast tab offers the student's vectors too; closing the student takes it away.
+    assert window.contrast.view.space.findData("student") >= 0
+    window.set_student(None)
+    assert bars.compare == ("none", "") and window.contrast.view.space.findData("student") < 0
