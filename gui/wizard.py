@@ -14,7 +14,7 @@ from typing import Optional
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
-                               QRadioButton, QScrollArea, QSpinBox, QTableWidget,
+                               QRadioButton, QScrollArea, QSpinBox, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
 
 from core.dictionaries.base import REGISTRY
@@ -26,6 +26,11 @@ from gui.worker import Task, TaskRunner
 ERROR_STYLE = "color: #b00020;"
 HOOK_KINDS = ("resid_post", "mlp_in", "mlp_out")
 DATA_FORM_FIELDS = ("max_length", "source", "batch_tokens", "device")
+STUDENT = "student"  # the method page's name for the student-distillation job
+STUDENT_SUMMARY = ("A tiny transformer over the teacher's tokenizer learns to predict the teacher's "
+                   "z-normalized mean-pooled residual at the chosen layer (seed 000): a model about a "
+                   "hundred times cheaper that gives document vectors, feature bars and contrast scores "
+                   "like the teacher's. Reads resid_post hooks.")
 
 
 def _field_named(message: str) -> Optional[str]:
@@ -130,9 +135,20 @@ class MethodPage(QWizardPage):
         super().__init__()
         self.setTitle("Method")
         self.setSubTitle("A sparse autoencoder (SAE) learns a dictionary of feature directions "
-                         "whose sparse combinations rebuild the activations.")
+                         "whose sparse combinations rebuild the activations; a student learns to "
+                         "read documents as the teacher does.")
         self.group = QButtonGroup(self)
         layout = QVBoxLayout(self)
+        students = QGroupBox("Distillation")
+        inner = QVBoxLayout(students)
+        button = QRadioButton("Student: a tiny model of the teacher's document vectors")
+        button.setObjectName(STUDENT)
+        summary = QLabel(STUDENT_SUMMARY)
+        summary.setWordWrap(True)
+        summary.setStyleSheet("color: #555; margin-left: 22px; margin-bottom: 8px;")
+        self.group.addButton(button)
+        inner.addWidget(button)
+        inner.addWidget(summary)
         box = QGroupBox("Sparse autoencoder architecture")
         inner = QVBoxLayout(box)
         for name, cls in REGISTRY.items():
@@ -148,6 +164,7 @@ class MethodPage(QWizardPage):
             inner.addWidget(button)
             inner.addWidget(summary)
         layout.addWidget(box)
+        layout.addWidget(students)
         layout.addStretch(1)
         self.set_architecture("topk")
 
@@ -156,30 +173,50 @@ class MethodPage(QWizardPage):
             button.setChecked(button.objectName() == name)
 
     def architecture(self) -> str:
+        """The SAE architecture chosen, or STUDENT."""
         checked = self.group.checkedButton()
         return checked.objectName() if checked else "topk"
 
+    def kind(self) -> str:
+        return "student" if self.architecture() == STUDENT else "sae"
+
 
 class SettingsPage(QWizardPage):
+    """One generated form per section of the chosen kind of job (SAE or student)."""
+
     def __init__(self):
         super().__init__()
         self.setTitle("Settings")
         self.setSubTitle("Hover over a setting for what it does. Empty means automatic.")
-        sections = describe_spec()
-        sae_entries = [e for e in sections["sae"] if e["name"] != "architecture"]
-        self.forms = {"sae": ConfigForm(sae_entries), "train": ConfigForm(sections["train"]),
-                      "run": ConfigForm(sections["run"])}
+        self.stack = QStackedWidget()
+        self.kind_forms: dict[str, dict[str, ConfigForm]] = {}
+        for kind, model_key, model_title in (("sae", "sae", "Dictionary"), ("student", "student", "Student")):
+            sections = describe_spec(kind)
+            entries = [e for e in sections[model_key] if e["name"] != "architecture"]
+            forms = {model_key: ConfigForm(entries), "train": ConfigForm(sections["train"]),
+                     "run": ConfigForm(sections["run"])}
+            self.kind_forms[kind] = forms
+            self.stack.addWidget(self._columns(forms, model_key, model_title))
+        self.error = _error_label()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.stack, 1)
+        layout.addWidget(self.error)
+        self.set_spec(JobSpec.for_kind("student"))  # each kind's forms start at its defaults
+        self.set_spec(JobSpec())
+
+    @staticmethod
+    def _columns(forms: dict[str, ConfigForm], model_key: str, model_title: str) -> QScrollArea:
         body = QWidget()
         columns = QHBoxLayout(body)
         left = QVBoxLayout()
-        for title, key in (("Dictionary", "sae"), ("Run", "run")):
+        for title, key in ((model_title, model_key), ("Run", "run")):
             box = QGroupBox(title)
-            QVBoxLayout(box).addWidget(self.forms[key])
+            QVBoxLayout(box).addWidget(forms[key])
             left.addWidget(box)
         left.addStretch(1)
         columns.addLayout(left)
         box = QGroupBox("Training")
-        QVBoxLayout(box).addWidget(self.forms["train"])
+        QVBoxLayout(box).addWidget(forms["train"])
         right = QVBoxLayout()
         right.addWidget(box)
         right.addStretch(1)
@@ -187,21 +224,41 @@ class SettingsPage(QWizardPage):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
-        self.error = _error_label()
-        layout = QVBoxLayout(self)
-        layout.addWidget(scroll, 1)
-        layout.addWidget(self.error)
+        return scroll
+
+    @property
+    def forms(self) -> dict[str, ConfigForm]:
+        """The forms of the kind of job the method page chose."""
+        return self.kind_forms[self.kind]
+
+    def show_kind(self, kind: str) -> None:
+        self.kind = kind
+        self.stack.setCurrentIndex(list(self.kind_forms).index(kind))
+
+    def initializePage(self) -> None:
+        self.show_kind(self.wizard().method_page.kind())
 
     def set_spec(self, spec: JobSpec) -> None:
-        self.forms["sae"].set_values(spec.sae_config(d_in=1).to_dict())
-        self.forms["train"].set_values(spec.train.to_dict())
-        self.forms["run"].set_values(spec.run.__dict__)
+        forms = self.kind_forms[spec.kind]
+        if spec.kind == "student":
+            forms["student"].set_values(spec.student.to_dict())
+        else:
+            forms["sae"].set_values(spec.sae_config(d_in=1).to_dict())
+        forms["train"].set_values(spec.train.to_dict())
+        forms["run"].set_values(spec.run.__dict__)
+        self.show_kind(spec.kind)
 
     def fill(self, spec: JobSpec) -> None:
-        sae = {k: v for k, v in self.forms["sae"].values().items() if k not in DERIVED_SAE_FIELDS}
-        spec.sae = {**sae, "architecture": self.wizard().method_page.architecture()}
-        spec.train = type(spec.train)(**self.forms["train"].values())
-        spec.run = RunSpec(**self.forms["run"].values())
+        forms = self.forms
+        if self.kind == "student":
+            from core.student.model import StudentConfig
+
+            spec.student = StudentConfig(**forms["student"].values())
+        else:
+            sae = {k: v for k, v in forms["sae"].values().items() if k not in DERIVED_SAE_FIELDS}
+            spec.sae = {**sae, "architecture": self.wizard().method_page.architecture()}
+        spec.train = type(spec.train)(**forms["train"].values())  # JobSpec.for_kind made the right class
+        spec.run = RunSpec(**forms["run"].values())
 
     def validatePage(self) -> bool:
         return self.wizard().check(self, *self.forms.values())
@@ -296,12 +353,13 @@ class TrainingWizard(QWizard):
 
     def set_spec(self, spec: JobSpec) -> None:
         self.data_page.set_spec(spec)
-        self.method_page.set_architecture(spec.sae_config(d_in=1).validate().architecture)
+        self.method_page.set_architecture(STUDENT if spec.kind == "student"
+                                          else spec.sae_config(d_in=1).validate().architecture)
         self.settings_page.set_spec(spec)
 
     def spec(self) -> JobSpec:
         """The spec as the pages say (may raise ValueError/SpecError naming a field)."""
-        spec = JobSpec()
+        spec = JobSpec.for_kind(self.method_page.kind())
         self.data_page.fill(spec)
         self.settings_page.fill(spec)
         return spec.validate()
@@ -318,7 +376,7 @@ class TrainingWizard(QWizard):
         for form in forms:
             form.mark_error(None)
         try:
-            spec = JobSpec()
+            spec = JobSpec.for_kind(self.method_page.kind())
             self.data_page.fill(spec)
             if page is self.settings_page:
                 self.settings_page.fill(spec)

@@ -95,3 +95,26 @@ def test_cost_page_measures_on_this_device(qtbot, make_wizard, tiny_model_dir, t
     labels = [w.cost_page.table.item(i, 0).text() for i in range(w.cost_page.table.rowCount())]
     assert {"Tokens in the corpus", "Disk for the cache", "Memory", "Time"} <= set(labels)
     assert w.button(QWizard.WizardButton.FinishButton).text() == "Launch"
+
+
+def test_the_student_method_gets_its_own_generated_settings_and_round_trips(qtbot, make_wizard, tmp_path):
+    w = make_wizard()
+    w.next()  # method
+    w.method_page.set_architecture("student")
+    assert w.method_page.kind() == "student"
+    w.next()  # settings: the student's forms
+    assert w.currentPage() is w.settings_page
+    forms = w.settings_page.forms
+    for entry in describe_spec("student")["student"]:
+        assert forms["student"].widgets[entry["name"]].toolTip().startswith(entry["help"])
+    for entry in describe_spec("student")["train"]:
+        assert entry["name"] in forms["train"].widgets
+    spec = w.spec()
+    assert spec.kind == "student" and spec.student.n_layers == 4 and spec.student.d_hidden == 256
+    # A student spec cloned back in comes out unchanged, on the student's pages.
+    spec.student.n_layers = 2
+    spec.run.name = "small student"
+    w2 = make_wizard(spec)
+    assert w2.method_page.kind() == "student" and w2.spec() == spec
+    path = w2.save_spec_dialog(str(tmp_path / "student.toml"))
+    assert JobSpec.from_toml_file(path) == spec
