@@ -38,8 +38,11 @@ METRICS: dict[str, str] = {
     "l1_penalty": "L1 penalty",
     "threshold": "Threshold (mean)",
     "lr": "Learning rate",
+    "val_mse": "Validation MSE (student vs teacher, z-space)",
+    "val_cosine": "Validation cosine (student vs teacher)",
 }
 DEFAULT_METRICS = ("loss", "explained_variance", "l0", "dead_fraction")
+KIND_METRICS = {"sae": DEFAULT_METRICS, "student": ("loss", "val_mse", "val_cosine")}  # by job kind
 
 # x axis choices: key in the metrics rows, axis label.
 X_MODES: dict[str, tuple[str, str]] = {

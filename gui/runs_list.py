@@ -214,7 +214,12 @@ def details_html(row: RunRow, progress: str = "") -> str:
     if message:
         lines.append(esc(message))
     spec = row.spec
-    if spec is not None:
+    if spec is not None and spec.kind == "student":
+        s, t = spec.student, spec.train
+        lines.append(esc(f"Student {s.n_layers} layers x {s.d_hidden}, {s.target} targets · {spec.data.teacher} · "
+                         f"{spec.data.hook} · {spec.data.corpus}"))
+        lines.append(esc(f"lr {t.lr:g} · {t.batch_size:,} documents a step · at most {t.epochs} epochs"))
+    elif spec is not None:
         sae = spec.sae
         arch = {"topk": "TopK", "batchtopk": "BatchTopK", "relu": "ReLU + L1"}.get(sae.get("architecture"),
                                                                                   sae.get("architecture"))
@@ -235,7 +240,8 @@ def details_html(row: RunRow, progress: str = "") -> str:
         lines.append(esc(" · ".join(times)))
     ev = row.evaluation
     parts = []
-    for key, label, fmt in (("explained_variance", "EV", "{:.3f}"), ("l0", "L0", "{:.1f}"),
+    for key, label, fmt in (("val_cosine", "cosine", "{:.3f}"), ("val_mse", "MSE", "{:.3f}"),
+                            ("explained_variance", "EV", "{:.3f}"), ("l0", "L0", "{:.1f}"),
                             ("dead_fraction", "dead", "{:.1%}"), ("loss_recovered", "loss recovered", "{:.3f}")):
         if isinstance(ev.get(key), (int, float)):
             parts.append(f"{label} {fmt.format(ev[key])}")

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
 
 from core.jobs import Run
 from gui.dialogs import show_error_box
-from gui.curves import DEFAULT_METRICS, METRICS, X_MODES, CurvesPanel, MetricPlot
+from gui.curves import DEFAULT_METRICS, KIND_METRICS, METRICS, X_MODES, CurvesPanel, MetricPlot
 from gui.run_bridge import RunBridge
 from gui.runs_list import RESUMABLE, ProgressDelegate, RunReader, RunRow, RunsModel, details_html
 
@@ -51,6 +51,7 @@ class TrainingView(QWidget):
         self._progress: dict[str, str] = {}  # run id -> latest progress message from the bridge
 
         self.curves = CurvesPanel(DEFAULT_METRICS)
+        self._metrics_kind = "sae"
         self.curves.menu_hook = self._add_plot_menu
         self.model = RunsModel(self.curves.colour)
         self._build()
@@ -325,12 +326,26 @@ class TrainingView(QWidget):
             self._auto_selected = False
         rows = [self.row(i) for i in self.selected_ids()]
         rows = [r for r in rows if r is not None]
+        self._metrics_for_kind(rows)
         self.curves.set_runs([r.run for r in rows], {r.id: r.name for r in rows})
         self.curves_stack.setCurrentIndex(1 if rows else 0)
         if self.model.rows:  # the colour swatches in the first column
             self.model.dataChanged.emit(self.model.index(0, 0), self.model.index(len(self.model.rows) - 1, 0))
         self._update_actions()
         self._update_titles()
+
+    def _metrics_for_kind(self, rows) -> None:
+        """Show the metrics the current run's kind of job logs (an SAE's or a student's)."""
+        kinds = set()
+        for r in rows[:1]:
+            try:
+                kinds.add(r.run.spec.kind)
+            except Exception:  # an unreadable spec: keep the plots as they are
+                return
+        kind = next(iter(kinds), None)
+        if kind in KIND_METRICS and kind != self._metrics_kind:
+            self._metrics_kind = kind
+            self.set_metrics(list(KIND_METRICS[kind]))
 
     def _update_titles(self) -> None:
         ids = self.selected_ids()

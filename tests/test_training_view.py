@@ -69,8 +69,8 @@ def enabled(view):
     return {name: b.isEnabled() for name, b in view.buttons.items()}
 
 
-def fake_run(rows=(), name="fake", **status) -> Run:
-    spec = JobSpec()
+def fake_run(rows=(), name="fake", kind="sae", **status) -> Run:
+    spec = JobSpec.for_kind(kind)
     spec.run.name = name
     run = Run.create(spec)
     with open(run.folder / "metrics.jsonl", "w") as f:
@@ -144,6 +144,15 @@ def test_empty_state_then_a_run_from_elsewhere_appears(qtbot, view):
     qtbot.waitUntil(lambda: view.stack.currentIndex() == 1 and state(view, run.id) == "done", timeout=3_000)
     qtbot.waitUntil(lambda: view.curves.point_count(run.id, "loss") == 1, timeout=3_000)
     assert view.selected_ids() == [run.id]
+
+
+def test_a_student_run_shows_its_validation_curves(qtbot, view):
+    rows = [{"step": s, "loss": 1.0 / s, **({"val_mse": 0.9 / s, "val_cosine": 0.1 * s} if s % 2 == 0 else {})}
+            for s in range(1, 7)]
+    run = fake_run(rows, name="student", kind="student", state="done", step=6, total_steps=6)
+    qtbot.waitUntil(lambda: view.curves.point_count(run.id, "val_cosine") == 3, timeout=3_000)
+    assert view.curves.point_count(run.id, "loss") == 6
+    assert [m for m, a in view.metric_actions.items() if a.isChecked()] == ["loss", "val_mse", "val_cosine"]
 
 
 # -- a live job through the bridge ---------------------------------------------------------------
