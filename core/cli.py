@@ -104,6 +104,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue a run folder (or run id) from its checkpoint")
     p.add_argument("--describe", action="store_true", help="print every setting with its help and range")
     p.add_argument("--write-default", metavar="FILE", help="write a default spec to FILE and exit")
+    p.add_argument("--kind", default="sae", choices=["sae", "student"],
+                   help="the job kind --describe and --write-default are about (default sae)")
 
 
 def _add_runs(sub) -> None:
@@ -115,7 +117,7 @@ def cmd_train(args) -> int:
     from core.jobs.spec import describe_spec
 
     if args.describe:
-        for section, entries in describe_spec().items():
+        for section, entries in describe_spec(args.kind).items():
             print(f"[{section}]")
             for e in entries:
                 bounds = " ".join(x for x in (f"min {e['min']}" if e["min"] is not None else "",
@@ -126,7 +128,7 @@ def cmd_train(args) -> int:
         return 0
     if args.write_default:
         from core.paths import atomic_write_text
-        atomic_write_text(args.write_default, JobSpec().to_toml())
+        atomic_write_text(args.write_default, JobSpec.for_kind(args.kind).to_toml())
         print(f"wrote {args.write_default}")
         return 0
     if bool(args.spec) == bool(args.resume):
@@ -290,6 +292,109 @@ def cmd_export(args) -> int:
     print(f"wrote {out}: {sae.cfg.architecture}, {sae.d_in} -> {sae.d_sae:,} features, "
           f"{args.dtype or 'own dtype'}, {size / 1e6:.2f} MB")
     return 0
+
+
+def _add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="write z-normalized document vectors of a corpus (teacher or student)",
+                       description="Mean-pooled residual vectors of every document at one hook, "
+                                   "z-normalized (seed 000), into a safetensors file: 'vectors' "
+                                   "[N, d_model] float32, document ids in its metadata and in a "
+                                   "JSON sidecar (OUT with .json). With a student folder the "
+                                   "teacher is not loaded and the vectors are in the student's "
+                                   "z-space (its reference); with the teacher they are "
+                                   "z-normalized against the corpus's own mean and std.")
+    p.add_argument("corpus", nargs="+", help="'demo', or files/folders (.txt .md .jsonl .csv .tsv)")
+    p.add_argument("-o", "--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--model", default="teacher",
+                   help="'teacher' (default) or a student folder (a run folder or its artifacts/student)")
+    p.add_argument("--teacher", default="bundled", help="the teacher when --model teacher: 'bundled', "
+                                                        "a Hugging Face folder or a .gguf file")
+    p.add_argument("--hook", default=None, help="hook point, e.g. resid_post.6 (default: the "
+                                                "student's own, or resid_post.6 for the teacher)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per document (default 256)")
+    p.add_argument("--batch-size", type=int, default=64, help="documents per student batch")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+
+
+def cmd_embed(args) -> int:
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save
+
+    from core.paths import atomic_write_bytes, atomic_write_text
+    from core.progress import TaskState
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise DistillscopeError(f"'{out}' does not end in .safetensors.", "e.g. -o vecs.safetensors")
+    if out.is_dir():
+        raise DistillscopeError(f"'{out}' is a folder.", "Give a file name, e.g. -o vecs.safetensors")
+    if args.max_length < 2 or args.batch_size < 1:
+        raise DistillscopeError("--max-length must be at least 2 and --batch-size at least 1.", "")
+    documents = _read_corpus(args.corpus).documents
+    bar, update = _progress_bar()
+    state = TaskState(update)
+    start = time.monotonic()
+    try:
+        if args.model == "teacher":
+            vectors, meta = _embed_teacher(args, documents, state)
+        else:
+            vectors, meta = _embed_student(args, documents, state)
+    finally:
+        bar.close()
+    ids = [d.id for d in documents]
+    meta.update({"format": "distillscope-embeddings/1", "n_documents": str(len(ids)),
+                 "ids": json.dumps(ids, ensure_ascii=False)})
+    atomic_write_bytes(out, save({"vectors": vectors.float().contiguous()}, metadata=meta))
+    sidecar = out.with_suffix(".json")
+    atomic_write_text(sidecar, json.dumps({**{k: v for k, v in meta.items() if k != "ids"}, "ids": ids,
+                                           "labels": [getattr(d, "label", None) for d in documents]},
+                                          indent=1, ensure_ascii=False))
+    print(f"wrote {len(ids):,} vectors of width {vectors.shape[1]} ({meta['model']}, {meta['hook']}, "
+          f"{meta['normalization']}) to {out} and the ids to {sidecar} in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def _embed_teacher(args, documents, state):
+    from core.activations import ExtractSettings, extract
+    from core.inspect import auto_cache_folder
+    from core.models import load_teacher
+    from core.similarity import zscore
+
+    settings = ExtractSettings(hook=args.hook or "resid_post.6", mode="pooled", max_length=args.max_length)
+    try:
+        hook = settings.validate()
+    except ValueError as exc:
+        raise DistillscopeError(str(exc), "e.g. --hook resid_post.6")
+    teacher = load_teacher(args.teacher, device=args.device, state=state)
+    try:
+        teacher.check_hook(hook)
+    except ValueError as exc:
+        raise DistillscopeError(str(exc), "Choose a layer the model has.")
+    cache = extract(teacher, documents, auto_cache_folder(teacher, documents, settings), settings, state)
+    where = {d: i for i, d in enumerate(cache.document_ids)}
+    raw = cache.pooled()[[where[d.id] for d in documents]]
+    mean, std = cache.stats()
+    return zscore(raw, mean, std), {"model": teacher.name, "hook": hook.name,
+                                    "normalization": "z-score against this corpus"}
+
+
+def _embed_student(args, documents, state):
+    from core.student import Student, is_student_folder
+
+    if not is_student_folder(args.model):
+        raise DistillscopeError(f"'{args.model}' is neither 'teacher' nor a student folder.",
+                                "Pass --model teacher, or a folder a student job wrote "
+                                "(RUN or RUN/artifacts/student).")
+    student = Student.load(args.model, device=args.device or "cpu")
+    if args.hook and args.hook != student.hook:
+        raise DistillscopeError(f"The student was trained at {student.hook}, not {args.hook}.",
+                                f"Leave out --hook or pass --hook {student.hook}.")
+    vectors = student.vectors([d.text for d in documents], state, args.batch_size,
+                              max_length=args.max_length)
+    return vectors, {"model": student.name, "hook": student.hook,
+                     "normalization": f"z-score against the student's reference ({student.reference.source})"}
 
 
 def _read_corpus(inputs: list[str]):
@@ -469,10 +574,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     _add_features(sub)
     _add_label(sub)
     _add_export(sub)
+    _add_embed(sub)
     args = parser.parse_args(argv)
     try:
         return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs, "features": cmd_features,
-                "label": cmd_label, "export": cmd_export}[args.command](args)
+                "label": cmd_label, "export": cmd_export, "embed": cmd_embed}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command again to resume.",
               file=sys.stderr)

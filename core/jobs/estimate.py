@@ -62,6 +62,8 @@ def estimate(spec: JobSpec, documents: Sequence, teacher=None, calibration_steps
     estimated at 4 characters each and only training is timed."""
     state = state or TaskState()
     spec.validate()
+    if spec.kind == "student":
+        return _estimate_student(spec, documents, teacher, calibration_steps, state)
     notes = []
     if teacher is not None:
         d_model, device = teacher.d_model, teacher.device
@@ -175,3 +177,104 @@ def _time_teacher(spec: JobSpec, teacher, token_lists) -> Optional[float]:
     t0 = time.perf_counter()
     capture(teacher, ids, mask, [hook])
     return float(mask.sum()) / max(time.perf_counter() - t0, 1e-6)
+
+
+# -- the student job -----------------------------------------------------------------------------
+
+
+def _estimate_student(spec: JobSpec, documents: Sequence, teacher, calibration_steps: int,
+                      state: TaskState) -> Estimate:
+    """Steps are the most (epochs x steps per epoch): early stopping usually ends sooner. Token
+    targets cache every token's residual (not one vector per document), hold them in memory
+    while training, and make each step compare every token: the estimate shows all three."""
+    import math
+
+    from core.jobs.sae_job import split_documents
+    from core.student.model import StudentModel
+
+    d, cfg, tokens_mode = spec.data, spec.train, spec.student.target == "tokens"
+    notes = ["Early stopping (patience {}) usually ends training before the last epoch.".format(cfg.patience)]
+    if teacher is not None:
+        state.report(0, 3, "Counting tokens")
+        token_lists = teacher.tokenize([doc.text for doc in documents], d.max_length)
+        bos = teacher.bos_id
+        tokens = sum(len(t) - (1 if t and t[0] == bos else 0) for t in token_lists)
+        d_model, device, counted = teacher.d_model, teacher.device, True
+        vocab, pad, bos_id = len(teacher.tokenizer), teacher.pad_id, bos
+    else:
+        token_lists = [[2] + [3] * min(len(doc.text) // 4 + 1, d.max_length - 1) for doc in documents]
+        tokens = sum(len(t) - 1 for t in token_lists)
+        d_model, counted, vocab, pad, bos_id = _guess_width(spec), False, 262_144, 0, 2
+        device = torch.device("cuda" if torch.cuda.is_available() and d.device != "cpu" else "cpu")
+        notes.append("Load the model to count tokens and time the teacher exactly.")
+    n_train = len(split_documents(documents, spec.run.eval_fraction)[0]) if documents else 0
+    per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    steps = per_epoch * cfg.epochs
+    model = StudentModel(spec.student, vocab, d_model, bos_id)
+    params = sum(p.numel() for p in model.parameters())
+    held = tokens * d_model * 4 if tokens_mode else len(documents) * d_model * 4
+    mean_len = max(2, round(sum(len(t) for t in token_lists) / max(len(token_lists), 1)))
+    memory = params * 4 * 4 + held + cfg.batch_size * mean_len * spec.student.d_hidden * 4 * 24
+    if teacher is not None:
+        memory += sum(p.numel() * p.element_size() for p in teacher.model.parameters())
+    cache_bytes = held
+    if tokens_mode:
+        notes.append(f"Token-level targets: the cache holds every token's residual "
+                     f"({tokens / max(len(documents), 1):.0f}x the pooled cache) and training holds it in memory.")
+    cache_reused = teacher is not None and _student_cache_complete(spec, teacher, documents)
+    state.report(1, 3, "Timing training steps")
+    per_step = _time_student(spec, model.to(device), mean_len, vocab, pad, calibration_steps)
+    extract_rate = None
+    if teacher is not None:
+        state.report(2, 3, "Timing the teacher")
+        extract_rate = _time_teacher(spec, teacher, token_lists)
+    seconds = per_step * steps
+    if not cache_reused:
+        seconds = seconds + tokens / extract_rate if extract_rate else None
+    state.report(3, 3, "Estimated")
+    return Estimate(documents=len(documents), tokens=tokens, tokens_counted=counted, steps=steps,
+                    epochs=float(cfg.epochs), cache_bytes=0 if cache_reused else cache_bytes,
+                    cache_reused=cache_reused, memory_bytes=memory, seconds_per_step=per_step,
+                    extract_tokens_per_s=extract_rate, seconds=seconds, device=str(device), notes=notes)
+
+
+def _student_cache_complete(spec: JobSpec, teacher, documents) -> bool:
+    from core.activations import ActivationCache
+    from core.errors import CacheError
+    from core.inspect import auto_cache_folder
+    from core.jobs.sae_job import split_documents
+    from core.jobs.student_job import cache_settings
+
+    train_docs, held_docs = split_documents(documents, spec.run.eval_fraction)
+    try:
+        ActivationCache(auto_cache_folder(teacher, train_docs + held_docs, cache_settings(spec)))
+        return True
+    except CacheError:
+        return False
+
+
+def _time_student(spec: JobSpec, model, length: int, vocab: int, pad: int, steps: int) -> float:
+    """Median seconds per step of the real student trainer on random documents of the corpus's
+    mean length (token targets included when the spec asks for them)."""
+    from core.student.data import StudentData
+    from core.student.train import StudentTrainer
+
+    g = torch.Generator().manual_seed(0)
+    n, d = spec.train.batch_size, model.d_out
+    tokens = [[model.bos_id if model.bos_id is not None else 0]
+              + torch.randint(3, vocab, (length - 1,), generator=g).tolist() for _ in range(n)]
+    token_z = positions = None
+    if spec.student.target == "tokens":
+        positions = [torch.arange(1, length) for _ in range(n)]
+        token_z = [torch.randn(length - 1, d, generator=g) for _ in range(n)]
+    data = StudentData(tokens, torch.randn(n, d, generator=g), token_z, positions or [])
+    trainer = StudentTrainer(model, spec.train, data, data, pad)
+    trainer.train_step()  # warm-up
+    times = []
+    for _ in range(max(1, steps)):
+        t0 = time.perf_counter()
+        trainer.train_step()
+        if model.out.weight.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]

@@ -1,0 +1,334 @@
+"""The tiny student (seed 000): z-normalization and pooling against hand computations, vectors
+that do not depend on batching, save/load, the training job (learns, resumes exactly, stops
+early on a plateau), its spec, the embed command, and the classification head."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from core.errors import DistillscopeError
+from core.jobs import JobSpec, Run, execute
+from core.jobs.runner import JobContext
+from core.jobs.spec import SpecError
+from core.student import Student, StudentConfig, StudentModel
+from core.student.data import build_data, document_reference, epoch_order
+from core.student.model import masked_mean
+from tests.test_jobs import write_corpus
+
+
+def tiny_student_spec(model_dir, corpus, **train) -> JobSpec:
+    spec = JobSpec.for_kind("student")
+    spec.data.teacher, spec.data.corpus = str(model_dir), str(corpus)
+    spec.data.hook, spec.data.max_length = "resid_post.2", 64
+    spec.student = StudentConfig(n_layers=2, d_hidden=32, n_heads=2, d_embed=16, d_mlp=64,
+                                 max_positions=64)
+    spec.run.eval_fraction = 0.2
+    spec.run.checkpoint_every = 10
+    for key, value in {"batch_size": 8, "epochs": 6, "eval_every": 5, "warmup_steps": 5,
+                       "lr": 3e-3, "patience": 0, **train}.items():
+        setattr(spec.train, key, value)
+    return spec.validate()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "docs.jsonl", n=60)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """One finished student run on the tiny teacher, shared by the tests that only read it."""
+    import os
+    root = tmp_path_factory.mktemp("student-run")
+    os.environ["DISTILLSCOPE_CACHE_DIR"] = str(root / "cache")
+    corpus = write_corpus(root / "docs.jsonl", n=60)
+    run = Run.create(tiny_student_spec(tiny_model_dir, corpus, epochs=12), root / "runs")
+    assert execute(run) == "done", run.status()
+    return run
+
+
+# -- maths ----------------------------------------------------------------------------------------
+
+
+def test_z_normalization_and_masked_pooling_by_hand():
+    pooled = torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 13.0]])
+    ref = document_reference(pooled[:2], "train", "resid_post.0")  # training split only
+    assert ref.mean.tolist() == [2.0, 10.0] and ref.std.tolist() == [1.0, 0.0]
+    data = build_data([[1, 5], [1, 6], [1, 7]], pooled, ref)
+    assert torch.allclose(data.doc_z[2], torch.tensor([3.0, 3.0 / 1e-6]), rtol=1e-5)
+    x = torch.tensor([[[1.0], [2.0], [6.0]], [[4.0], [0.0], [0.0]]])
+    keep = torch.tensor([[0, 1, 1], [1, 0, 0]]).unsqueeze(-1).float()
+    assert masked_mean(x, keep).flatten().tolist() == [4.0, 4.0]
+    assert masked_mean(x, torch.zeros_like(keep)).flatten().tolist() == [0.0, 0.0]
+
+
+def test_content_mask_leaves_out_bos_and_padding():
+    model = StudentModel(StudentConfig(n_layers=1, d_hidden=8, n_heads=2, d_embed=4, d_mlp=8,
+                                       max_positions=8), vocab_size=10, d_out=3, bos_id=1)
+    ids = torch.tensor([[1, 5, 6, 0], [1, 7, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    assert model.content(ids, mask).tolist() == [[False, True, True, False], [False, True, False, False]]
+    doc, tok = model(ids, mask, tokens=True)
+    assert torch.allclose(doc[0], tok[0, 1:3].mean(0), atol=1e-6)  # pool of token predictions
+    assert torch.allclose(doc[1], tok[1, 1], atol=1e-6)
+
+
+def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
+    lengths = list(range(50))
+    a = epoch_order(50, 8, seed=1, epoch=3, lengths=lengths)
+    assert sorted(i for b in a for i in b) == list(range(50))
+    assert a == epoch_order(50, 8, seed=1, epoch=3, lengths=lengths)
+    assert a != epoch_order(50, 8, seed=1, epoch=4, lengths=lengths)
+
+
+# -- the job --------------------------------------------------------------------------------------
+
+
+def test_training_lowers_validation_mse_and_writes_the_student(trained):
+    evals = [row for row in trained.metrics() if "val_mse" in row]
+    assert len(evals) >= 3
+    # 48 training documents of word salad from a random teacher: the student generalizes a
+    # little (a bag-of-tokens ridge regression reaches about 0.65)
+    assert evals[-1]["best_val_mse"] < 0.95 * evals[0]["val_mse"]
+    assert all(math.isfinite(row["loss"]) for row in trained.metrics() if "loss" in row)
+    report = json.loads((trained.artifacts_dir / "evaluation.json").read_text())
+    assert report["val_mse"] == pytest.approx(evals[-1]["best_val_mse"], rel=1e-4)
+    assert 0 < report["val_cosine"] <= 1 and report["steps"] > 0 and report["train_docs_per_s"] > 0
+    assert trained.status()["evaluation"]["val_cosine"] == pytest.approx(report["val_cosine"])
+
+
+def test_vectors_do_not_depend_on_batching_or_padding(trained):
+    student = Student.load(trained.folder)  # a run folder opens its artifacts/student
+    texts = ["a stitch in time saves nine", "love", "the quick brown fox jumps over the lazy dog " * 3,
+             "", "science is organised knowledge. eat your vegetables"]
+    together = student.vectors(texts, batch_size=5)
+    alone = torch.cat([student.vectors([t]) for t in texts])
+    reordered = student.vectors(texts[::-1], batch_size=2).flip(0)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together, reordered, atol=1e-5, rtol=1e-5)
+    assert together.shape == (5, student.d_model)
+
+
+def test_save_load_round_trip_gives_identical_vectors_without_the_teacher(trained, tmp_path):
+    student = Student.load(trained.artifacts_dir / "student")
+    texts = ["all that glitters is not gold", "computers are fast"]
+    student.save(tmp_path / "copy")
+    again = Student.load(tmp_path / "copy")
+    assert torch.equal(student.vectors(texts), again.vectors(texts))
+    assert again.hook == "resid_post.2" and again.teacher["d_model"] == 32
+    assert again.tokenize(["love"]) == student.tokenize(["love"])
+    raw = again.vectors(texts, raw=True)
+    torch.testing.assert_close(again.normalize(raw), again.vectors(texts), atol=1e-4, rtol=1e-4)
+    assert not list(tmp_path.glob(".copy*"))  # no temporary folder left behind
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda f: (f / "student.json").unlink(), ["not a student folder"]),
+    (lambda f: (f / "student.json").write_text("{not json"), ["cannot be read"]),
+    (lambda f: (f / "model.safetensors").unlink(), ["model.safetensors"]),
+    (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 10), ["cannot be read"]),
+    (lambda f: (f / "reference.safetensors").unlink(), ["reference"]),
+    (lambda f: (f / "tokenizer.json").unlink() or (f / "tokenizer_config.json").unlink(), ["tokenizer"]),
+])
+def test_damaged_student_folders_say_what_is_wrong(trained, tmp_path, damage, words):
+    folder = Student.load(trained.folder).save(tmp_path / "s")
+    damage(folder)
+    with pytest.raises(DistillscopeError) as info:
+        Student.load(folder)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_wrong_shapes_are_refused(trained, tmp_path):
+    folder = Student.load(trained.folder).save(tmp_path / "s")
+    meta = json.loads((folder / "student.json").read_text())
+    meta["d_out"] = 48
+    (folder / "student.json").write_text(json.dumps(meta))
+    with pytest.raises(DistillscopeError, match="shape"):
+        Student.load(folder)
+    with pytest.raises(DistillscopeError, match="does not exist"):
+        Student.load(tmp_path / "nowhere")
+
+
+def cancel_at(step: int):
+    box = {}
+
+    def on_event(kind, run_id, payload):
+        if kind == "progress" and box["ctx"].step >= step:
+            box["ctx"].cancel()
+    return box, on_event
+
+
+def test_n_steps_cancel_resume_equals_straight(tiny_model_dir, corpus, tmp_path):
+    spec = tiny_student_spec(tiny_model_dir, corpus, epochs=4, patience=3, min_delta=0.0)
+    straight = Run.create(spec, tmp_path / "runs")
+    assert execute(straight) == "done"
+
+    split = Run.create(spec, tmp_path / "runs")
+    box, on_event = cancel_at(13)  # between checkpoints and between validations
+    box["ctx"] = JobContext(split, on_event)
+    assert execute(split, box["ctx"]) == "cancelled"
+    assert split.latest_checkpoint().name == "step-00000013"
+    assert not (split.artifacts_dir / "student").exists()
+    assert execute(split) == "done"
+    assert "resuming at step 13" in split.read_log()
+    a, b = Student.load(straight.folder), Student.load(split.folder)
+    for key, value in a.model.state_dict().items():
+        torch.testing.assert_close(value, b.model.state_dict()[key], atol=1e-6, rtol=1e-6, msg=key)
+    ea = json.loads((straight.artifacts_dir / "evaluation.json").read_text())
+    eb = json.loads((split.artifacts_dir / "evaluation.json").read_text())
+    assert ea["steps"] == eb["steps"] and ea["val_mse"] == pytest.approx(eb["val_mse"], rel=1e-5)
+
+
+def test_early_stopping_on_a_plateau_keeps_the_best_weights(tiny_model_dir, corpus, tmp_path):
+    # lr 0 after the warm-up's first steps: validation cannot improve, so it stops at patience
+    spec = tiny_student_spec(tiny_model_dir, corpus, lr=1e-7, epochs=50, eval_every=2, patience=3,
+                             min_delta=0.01)
+    run = Run.create(spec, tmp_path / "runs")
+    assert execute(run) == "done"
+    report = json.loads((run.artifacts_dir / "evaluation.json").read_text())
+    assert report["stopped_early"] and report["steps"] == 8 and report["best_step"] == 2
+    assert "early stop" in run.read_log()
+
+
+def test_token_level_targets_train_and_give_document_vectors(tiny_model_dir, corpus, tmp_path):
+    spec = tiny_student_spec(tiny_model_dir, corpus, epochs=3)
+    spec.student.target = "tokens"
+    run = Run.create(spec.validate(), tmp_path / "runs")
+    assert execute(run) == "done", run.status()
+    evals = [row for row in run.metrics() if "val_mse" in row]
+    assert evals[-1]["best_val_mse"] < evals[0]["val_mse"]
+    student = Student.load(run.folder)
+    assert student.token_reference is not None
+    v = student.vectors(["a stitch in time", "love is kind"])
+    assert v.shape == (2, 32) and torch.isfinite(v).all()
+
+
+# -- spec -----------------------------------------------------------------------------------------
+
+
+def test_student_spec_round_trips_and_bad_values_name_the_field():
+    spec = JobSpec.for_kind("student")
+    spec.student.n_layers, spec.train.patience, spec.student.target = 3, 2, "tokens"
+    text = spec.to_toml()
+    assert "[student]" in text and "[sae]" not in text
+    assert JobSpec.from_toml(text) == spec
+    assert JobSpec(kind="student").train == spec.for_kind("student").train
+    for bad, words in [("[student]\nn_heads = 3\n", ["d_hidden", "n_heads"]),
+                       ("[student]\nd_hidden = 2\n", ["[student]", "d_hidden", "at least 8"]),
+                       ("[train]\nbatch_size = 0\n", ["[train]", "batch_size"]),
+                       ("[train]\ntotal_tokens = 5\n", ["total_tokens", "[train]"]),
+                       ("[student]\ntarget = 'words'\n", ["target", "pooled"]),
+                       ("[data]\nsource = 'stream'\n", ["cache"]),
+                       ("[data]\nmax_length = 1024\n", ["max_positions"]),
+                       ("[sae]\nk = 4\n", ["sae"])]:
+        with pytest.raises(SpecError) as info:
+            JobSpec.from_toml("kind = 'student'\n" + bad)
+        for word in words:
+            assert word in str(info.value), (bad, str(info.value))
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+def test_embed_cli_writes_vectors_and_ids(trained, tiny_model_dir, corpus, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from core.cli import main
+
+    out = tmp_path / "vecs.safetensors"
+    assert main(["embed", str(corpus), "-o", str(out), "--model", str(trained.folder)]) == 0
+    with safe_open(str(out), "pt") as f:
+        vectors, meta = f.get_tensor("vectors"), f.metadata()
+    ids = json.loads(meta["ids"])
+    assert vectors.shape == (60, 32) and ids[:2] == ["d0", "d1"] and meta["hook"] == "resid_post.2"
+    assert json.loads(out.with_suffix(".json").read_text())["ids"] == ids
+    student = Student.load(trained.folder)
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    torch.testing.assert_close(vectors[:3], student.vectors(texts[:3]), atol=1e-5, rtol=1e-5)
+
+    teacher_out = tmp_path / "t.safetensors"
+    assert main(["embed", str(corpus), "-o", str(teacher_out), "--model", "teacher", "--teacher",
+                 str(tiny_model_dir), "--hook", "resid_post.2"]) == 0
+    with safe_open(str(teacher_out), "pt") as f:
+        z = f.get_tensor("vectors")
+    assert z.shape == (60, 32) and z.mean(0).abs().max() < 1e-3  # z-scored against the corpus
+
+    capsys.readouterr()
+    assert main(["embed", str(corpus), "-o", str(out), "--model", str(tmp_path)]) == 2
+    assert "neither 'teacher' nor a student folder" in capsys.readouterr().err
+    assert main(["embed", str(corpus), "-o", str(out), "--model", str(trained.folder),
+                 "--hook", "resid_post.1"]) == 2
+    assert "resid_post.2" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "missing.txt"), "-o", str(out)]) == 2
+    assert main(["embed", str(corpus), "-o", str(tmp_path / "v.npy"), "--model", str(trained.folder)]) == 2
+
+
+def test_cli_describes_and_writes_a_student_spec(tmp_path, capsys):
+    from core.cli import main
+
+    assert main(["train", "--describe", "--kind", "student"]) == 0
+    text = capsys.readouterr().out
+    assert "[student]" in text and "patience" in text and "d_embed" in text
+    path = tmp_path / "s.toml"
+    assert main(["train", "--write-default", str(path), "--kind", "student"]) == 0
+    assert JobSpec.from_toml_file(path) == JobSpec.for_kind("student")
+    from pathlib import Path
+    example = Path(__file__).resolve().parent.parent / "examples" / "student-demo.toml"
+    assert JobSpec.from_toml_file(example).kind == "student"
+
+
+def test_cost_estimate_shows_the_token_targets_extra_cost(tiny_teacher, corpus):
+    from core.documents import load_paths
+    from core.jobs.estimate import estimate
+
+    docs = load_paths([str(corpus)]).documents
+    spec = tiny_student_spec(tiny_teacher.source, corpus)
+    pooled = estimate(spec, docs, tiny_teacher, calibration_steps=1)
+    spec.student.target = "tokens"
+    tokens = estimate(spec, docs, tiny_teacher, calibration_steps=1)
+    assert pooled.steps == tokens.steps == 6 * math.ceil(pooled.documents * 0.8 / 8) or pooled.steps > 0
+    assert tokens.cache_bytes > 10 * pooled.cache_bytes and tokens.memory_bytes > pooled.memory_bytes
+    assert any("Token-level" in note for note in tokens.notes)
+    assert pooled.seconds is not None and pooled.seconds_per_step > 0
+
+
+# -- classification head --------------------------------------------------------------------------
+
+
+def test_classification_head_beats_chance_on_a_separable_task(trained):
+    from core.progress import TaskState
+    from core.student.classify_head import _auc, finetune_classifier
+
+    assert _auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert _auc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5  # ties count half
+    student = Student.load(trained.folder)
+    import random
+    rng = random.Random(0)
+    pos_words, neg_words = "love kind patient bold".split(), "computers fast slow science".split()
+
+    def make(n):
+        texts, labels = [], []
+        for i in range(n):
+            words = pos_words if i % 2 else neg_words
+            texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))))
+            labels.append(i % 2)
+        return texts, labels
+    train_texts, train_labels = make(48)
+    held_texts, held_labels = make(24)
+    before = [p.clone() for p in student.model.parameters()]
+    result = finetune_classifier(student, train_texts, train_labels, held_texts, held_labels,
+                                 epochs=3, state=TaskState())
+    assert result.auc > 0.9
+    assert all(torch.equal(a, b) for a, b in zip(before, student.model.parameters()))  # a copy
+    probs = result.classify(["love love kind", "science computers"])
+    assert probs[0] > probs[1]
+    state = TaskState()
+    state.cancel()
+    from core.errors import Cancelled
+    with pytest.raises(Cancelled):
+        finetune_classifier(student, train_texts, train_labels, held_texts, held_labels, state=state)
+    with pytest.raises(DistillscopeError, match="one class"):
+        finetune_classifier(student, train_texts, [1] * 48, held_texts, held_labels)
