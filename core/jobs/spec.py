@@ -120,7 +120,7 @@ class JobSpec:
     @classmethod
     def for_kind(cls, kind: str) -> "JobSpec":
         """The default spec of a kind (its own [train] settings)."""
-        return cls(kind=kind, train=_train_class(kind)())
+        return cls(kind=kind)  # __post_init__ gives a student its own [train] defaults
 
     def __post_init__(self):
         if self.kind == "student" and isinstance(self.train, TrainConfig):
