@@ -230,7 +230,10 @@ def _add_features(sub) -> None:
     p.add_argument("--dictionary", metavar="DIR", default=None,
                    help="SAE folder (cfg.json + sae_weights.safetensors); default: the starter "
                         "dictionary for the bundled teacher")
-    p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
+    p.add_argument("--model", default="bundled",
+                   help="the teacher ('teacher' or 'bundled', a Hugging Face folder or a .gguf file), or "
+                        "a distilled student: 'student' (the newest finished student run) or a student "
+                        "folder; a student's predicted document vector is projected (--method projection)")
     p.add_argument("--method", default="projection", choices=["projection", "tokens"])
     p.add_argument("--top", type=int, default=20, help="features to show (default 20)")
     p.add_argument("--by", default="abs", choices=["abs", "value", "peak"],
@@ -449,6 +452,10 @@ def cmd_features(args) -> int:
     if args.by == "peak" and args.method != "tokens":
         raise DistillscopeError("--by peak needs token scores.", "Add --method tokens.")
     folder, sae = _open_dictionary(args.dictionary)
+    student = _student_model(args.model)
+    if student is not None and args.method != "projection":
+        raise DistillscopeError("A student predicts document vectors, not token activations.",
+                                "Use --method projection with a student.")
     if args.file == "-":
         corpus = from_text(sys.stdin.read(), id="stdin")
     else:
@@ -461,10 +468,15 @@ def cmd_features(args) -> int:
     bar, update = _progress_bar()
     state = TaskState(update)
     try:
-        teacher = load_teacher(args.model, device=args.device, state=state)
-        hook = sae_hook(sae, teacher)
-        sae.to(teacher.device)
-        if args.method == "projection" and reference is None:
+        if student is not None:
+            results, hook = _student_scores(student, sae, folder, reference, corpus.documents, state)
+            args.model = student.name
+        else:
+            teacher = load_teacher("bundled" if args.model == "teacher" else args.model, device=args.device,
+                                   state=state)
+            hook = sae_hook(sae, teacher)
+            sae.to(teacher.device)
+        if student is None and args.method == "projection" and reference is None:
             if not args.reference_corpus:
                 raise DistillscopeError(
                     f"Projection scores need a reference (mean and std of document vectors to "
@@ -472,17 +484,19 @@ def cmd_features(args) -> int:
                     f"Run `distillscope label {folder} --corpus demo` to write one, pass "
                     "--reference-corpus demo, or use --method tokens.")
             reference = _token_reference(teacher, sae, args.reference_corpus, state)
-        results = []
-        for i, document in enumerate(corpus.documents):
-            state.report(i, len(corpus.documents), "Scoring")
-            doc, scores = document_scores(teacher, sae, document.text, reference, args.method,
-                                          args.max_length, state)
-            results.append((document, doc, scores))
+        if student is None:
+            results = []
+            for i, document in enumerate(corpus.documents):
+                state.report(i, len(corpus.documents), "Scoring")
+                doc, scores = document_scores(teacher, sae, document.text, reference, args.method,
+                                              args.max_length, state)
+                results.append((document, doc, scores))
         state.report(len(corpus.documents), len(corpus.documents), "Scored")
     finally:
         bar.close()
     labels = load_labels(folder)
     out = {"dictionary": str(folder), "hook": hook.name, "method": args.method,
+           "model": args.model if student is not None else "teacher",
            "reference": reference.source if reference is not None else None, "documents": []}
     for document, doc, scores in results:
         rows = []
@@ -498,7 +512,8 @@ def cmd_features(args) -> int:
         return 0
     what = {"projection": "projection of the z-normalized mean residual onto unit decoder directions",
             "tokens": "mean activation over the tokens"}[args.method]
-    print(f"dictionary {folder} at {hook.name}; score: {what}")
+    print(f"dictionary {folder} at {hook.name}; score: {what}"
+          + (f"; vectors from {args.model}" if student is not None else ""))
     if reference is not None:
         print(f"reference: {reference.source}")
     for entry in out["documents"]:
@@ -509,6 +524,53 @@ def cmd_features(args) -> int:
             print(f"{row['rank']:>4} {row['feature']:>8} {row['score']:>+9.3f}"
                   + (f" {row['peak']:>9.3f}" if peak else "") + f"  {row['label']}")
     return 0
+
+
+def _student_model(model: str):
+    """The Student that --model names ('student': the newest finished student run; a student
+    folder), or None when it names a teacher."""
+    from pathlib import Path
+
+    from core.student import Student, is_student_folder
+
+    if model == "student":
+        from core.jobs import list_runs
+
+        done = [r for r in list_runs() if r.status().get("state") == "done"
+                and is_student_folder(r.folder / "artifacts" / "student")]  # only student runs write one
+        if not done:
+            raise DistillscopeError("No finished student run was found.",
+                                    "Train one (distillscope train examples/student-demo.toml, or the "
+                                    "wizard's Student method), or pass --model STUDENT_FOLDER.")
+        newest = max(done, key=lambda r: r.folder.name)
+        return Student.load(newest.folder / "artifacts" / "student")
+    if Path(model).is_dir() and is_student_folder(model):
+        return Student.load(model)
+    return None
+
+
+def _student_scores(student, sae, folder, reference, documents, state):
+    """(results as cmd_features prints them, hook): each document's student vector (in the
+    teacher's units) projected like the teacher's, against the dictionary's reference."""
+    from types import SimpleNamespace
+
+    from core.features import projection_scores
+    from core.models import HookPoint
+
+    hook = HookPoint.parse(student.hook)
+    if sae.cfg.hook_name and sae.cfg.hook_name != student.hook:
+        raise DistillscopeError(f"The student predicts {student.hook}; the dictionary reads {sae.cfg.hook_name}.",
+                                "Use a dictionary of the student's layer.")
+    if reference is None:
+        raise DistillscopeError(f"'{folder}' has no reference.safetensors to z-normalize against.",
+                                f"Run `distillscope label {folder} --corpus demo` first.")
+    raw = student.vectors([d.text for d in documents], state, raw=True)
+    results = []
+    for document, vector in zip(documents, raw):
+        n = len(student.tokenize([document.text])[0])
+        doc = SimpleNamespace(is_bos=[True] + [False] * (n - 1))
+        results.append((document, doc, projection_scores(vector, sae, reference.mean, reference.std)))
+    return results, hook
 
 
 def cmd_label(args) -> int:

@@ -136,3 +136,33 @@ def test_student_bars_go_beside_the_teachers_with_their_agreement(qtbot, probe, 
     assert window.contrast.view.space.findData("student") >= 0
     window.set_student(None)
     assert bars.compare == ("none", "") and window.contrast.view.space.findData("student") < 0
+
+
+def test_features_cli_scores_a_document_with_a_student(tiny_teacher, sae_dir, student_dir, tmp_path, capsys):  # noqa: F811
+    """`distillscope features FILE --model STUDENT` projects the student's vector like the app."""
+    import json
+
+    from core.cli import main
+    from core.features import load_reference, projection_scores, save_reference
+    from core.features.scoring import Reference
+    from core.student import Student
+
+    ref = Reference(torch.randn(tiny_teacher.d_model), torch.rand(tiny_teacher.d_model) + 0.5, "test")
+    save_reference(sae_dir, ref)
+    text = "love is kind and the quick brown fox"
+    (tmp_path / "doc.txt").write_text(text)
+    assert main(["features", str(tmp_path / "doc.txt"), "--model", str(student_dir),
+                 "--dictionary", str(sae_dir), "--json", "--top", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    from core.dictionaries import load
+
+    student = Student.load(student_dir)
+    ref = load_reference(sae_dir)
+    expected = projection_scores(student.vectors([text], raw=True)[0], load(sae_dir), ref.mean, ref.std)
+    got = out["documents"][0]["features"]
+    assert [r["feature"] for r in got] == expected.top(5, "abs")
+    assert [r["score"] for r in got] == pytest.approx([float(expected.values[f]) for f in expected.top(5, "abs")],
+                                                     rel=1e-4)
+    assert main(["features", str(tmp_path / "doc.txt"), "--model", str(student_dir), "--dictionary",
+                 str(sae_dir), "--method", "tokens"]) == 2
+    assert "token activations" in capsys.readouterr().err
