@@ -18,7 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QPushButton, QSplitter, QVBoxLayout, QWidget)
+                               QPlainTextEdit, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from gui.feature_bars import BarChart, BarRow, rank
 from gui.style import Placeholder
@@ -118,6 +118,7 @@ class ContrastView(QWidget):
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.roc)
         plots.addWidget(self.hist)
+        plots.setMinimumHeight(250)  # the bars below would otherwise squeeze the plots flat
 
         bars_box = QGroupBox("Dictionary features of the contrast vector")
         self.bars_note = QLabel("")
@@ -130,7 +131,11 @@ class ContrastView(QWidget):
         self.bars_stack = Placeholder(self.chart, "Compute a contrast to see its features.")
         bars_layout = QVBoxLayout(bars_box)
         bars_layout.addWidget(self.bars_note)
-        bars_layout.addWidget(self.bars_stack, 1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.bars_stack)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        bars_layout.addWidget(scroll, 1)
 
         classify_box = QGroupBox("Classify a text")
         self.text = QPlainTextEdit()
@@ -155,6 +160,9 @@ class ContrastView(QWidget):
         body.addWidget(plots)
         body.addWidget(lower)
         body.setSizes([330, 400])
+        body.setStretchFactor(0, 1)
+        body.setStretchFactor(1, 1)
+        body.setChildrenCollapsible(False)
 
         layout = QVBoxLayout(self)
         layout.addLayout(controls)

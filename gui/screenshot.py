@@ -18,6 +18,8 @@ demo corpus and saves:
   paste.png     the Paste Text dialog,
   wizard-*.png  the training wizard's four pages (data, method, settings, measured cost),
   training.png  the Training tab with live curves of a real TopK run on layer 6 (then cancelled).
+  contrast.png  the Contrast tab: machine vs human on the provenance demo set (`--only-contrast`;
+                with `--student DIR` also student-bars.png, teacher and student bars side by side),
 `--only-training` skips the inspect shots; `--only-features` takes loading, inspect and the
 feature shots. `--dictionary DIR` uses that dictionary instead of the starter one.
 """
@@ -68,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only-training", action="store_true", help="only the wizard and training shots")
     parser.add_argument("--only-features", action="store_true", help="only the inspect and feature shots")
     parser.add_argument("--dictionary", default="starter", help="dictionary folder (default: the starter)")
+    parser.add_argument("--only-contrast", action="store_true",
+                        help="only the contrast shots (and the student side by side with --student)")
+    parser.add_argument("--student", default=None, help="a student folder for student-bars.png")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,6 +115,10 @@ def main(argv=None) -> int:
     if args.only_features:
         window.close()
         return 0
+    if args.only_contrast:
+        code = contrast_shots(app, window, out, args.student)
+        window.close()
+        return code
 
     dialog = window.paste_dialog_open()
     letter = (Path(__file__).resolve().parent.parent / "resources" / "demo" / "sample.txt")
@@ -134,6 +143,37 @@ def main(argv=None) -> int:
     code = training_shots(app, window, out, args.layer)
     window.close()
     return code
+
+
+def contrast_shots(app, window, out: Path, student: str | None) -> int:
+    """contrast.png: machine vs human on the provenance demo set (teacher vectors), a machine
+    text classified; student-bars.png: a document's bars beside a student's (with --student)."""
+    if student:
+        window.open_student(student)
+        _wait(app, lambda: window.student is not None, 60)
+        _wait(app, lambda: window.features.bars.other is not None, 120)
+        _settle(app)
+        window.grab().save(str(out / "student-bars.png"))
+        print("student-bars.png:", window.features.bars.note.text())
+    window.open_demo("demo-provenance")
+    _wait(app, lambda: window.corpus.name.startswith("provenance"), 60)
+    window.tabs.setCurrentIndex(2)
+    view = window.contrast.view
+    view.space.setCurrentIndex(0)
+    view.positive.setCurrentIndex(max(0, view.positive.findData("machine")))
+    view.negative.setCurrentIndex(max(0, view.negative.findData("human")))
+    view.compute_button.click()
+    if not _wait(app, lambda: view.result is not None, 900):
+        print("the contrast did not finish:", view.summary.text())
+        return 1
+    machine = next(d.text for d in window.corpus.documents if d.label == "machine")
+    view.text.setPlainText(machine)
+    view.classify_button.click()
+    _wait(app, lambda: "score" in view.verdict.text(), 60)
+    _settle(app)
+    window.grab().save(str(out / "contrast.png"))
+    print("contrast.png:", view.summary.text())
+    return 0
 
 
 def feature_shots(app, window, out: Path) -> None:
