@@ -145,11 +145,15 @@ class Teacher:
 
     @property
     def pad_id(self) -> int:
-        tok = self.tokenizer
-        for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
-            if candidate is not None:
-                return int(candidate)
-        return 0
+        return pad_id_of(self.tokenizer)
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id to pad batches with: the tokenizer's pad token, else its EOS, else 0 (masked anyway)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

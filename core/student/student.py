@@ -74,11 +74,9 @@ class Student:
 
     @property
     def pad_id(self) -> int:
-        tok = self.tokenizer
-        for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
-            if candidate is not None:
-                return int(candidate)
-        return 0
+        from core.models import pad_id_of
+
+        return pad_id_of(self.tokenizer)
 
     def tokenize(self, texts: Sequence[str], max_length: Optional[int] = None) -> list[list[int]]:
         """Token ids as the teacher's tokenizer gives them (BOS added), truncated."""
