@@ -289,7 +289,9 @@ def test_cost_estimate_shows_the_token_targets_extra_cost(tiny_teacher, corpus):
     pooled = estimate(spec, docs, tiny_teacher, calibration_steps=1)
     spec.student.target = "tokens"
     tokens = estimate(spec, docs, tiny_teacher, calibration_steps=1)
-    assert pooled.steps == tokens.steps == 6 * math.ceil(pooled.documents * 0.8 / 8) or pooled.steps > 0
+    from core.jobs.sae_job import split_documents
+    n_train = len(split_documents(docs, spec.run.eval_fraction)[0])
+    assert pooled.steps == tokens.steps == spec.train.epochs * math.ceil(n_train / 8)
     assert tokens.cache_bytes > 10 * pooled.cache_bytes and tokens.memory_bytes > pooled.memory_bytes
     assert any("Token-level" in note for note in tokens.notes)
     assert pooled.seconds is not None and pooled.seconds_per_step > 0

@@ -29,8 +29,9 @@ class StudentTrainConfig:
 
     lr: float = option(1e-3, help="Peak learning rate (AdamW; SparseAdam for the token table).",
                        min=1e-7, max=1.0)
-    batch_size: int = option(32, help="Documents per step.", min=1, max=100_000, unit="documents")
-    epochs: int = option(30, help="Most passes over the training documents; early stopping "
+    batch_size: int = option(16, help="Documents per step (small corpora learn faster per "
+                            "epoch with small batches).", min=1, max=100_000, unit="documents")
+    epochs: int = option(20, help="Most passes over the training documents; early stopping "
                          "usually ends training sooner.", min=1, max=100_000, unit="epochs")
     weight_decay: float = option(0.01, help="AdamW weight decay on the weight matrices (not on "
                                  "biases, norms, positions or the token table).", min=0.0, max=1.0)
@@ -41,9 +42,9 @@ class StudentTrainConfig:
                                 "decay.", min=0.0, max=1.0)
     grad_clip: float = option(1.0, help="Clip the gradient norm (all but the token table) to "
                               "this. 0: no clipping.", min=0.0)
-    eval_every: int = option(25, help="Steps between validations (val_mse, val_cosine on the "
+    eval_every: int = option(50, help="Steps between validations (val_mse, val_cosine on the "
                              "held-out documents); early stopping counts these.", min=1, unit="steps")
-    patience: int = option(6, help="Stop after this many validations in a row without an "
+    patience: int = option(5, help="Stop after this many validations in a row without an "
                            "improvement of val_mse by min_delta; the best weights are kept. "
                            "0: never stop early.", min=0, unit="evaluations")
     min_delta: float = option(0.002, help="Smallest fall of val_mse that counts as an improvement.",
@@ -189,14 +190,25 @@ class StudentTrainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Optimizer moments, best-so-far weights and RNG state. The token table's moments are
+        zero outside the rows the corpus touched, and the best weights differ from the current
+        ones only there, so both are stored as those rows (a few MB instead of ~400 MB)."""
         tensors = {"rng_cpu": torch.get_rng_state()}
         for i, opt in enumerate(self.opts):
             for p_index, values in opt.state_dict()["state"].items():
                 for key, value in values.items():
                     value = value if torch.is_tensor(value) else torch.tensor(value)
-                    tensors[f"opt{i}.{p_index}.{key}"] = value.detach().cpu().clone()
+                    name = f"opt{i}.{p_index}.{key}"
+                    if isinstance(opt, torch.optim.SparseAdam) and value.ndim == 2:
+                        _put_rows(tensors, name, value, value.ne(0).any(1))
+                    else:
+                        tensors[name] = value.detach().cpu().clone()
+        current = self.model.state_dict()
         for k, v in (self.best_state or {}).items():
-            tensors[f"best.{k}"] = v
+            if k == "embed.weight":
+                _put_rows(tensors, f"best.{k}", v, v.ne(current[k].cpu()).any(1))
+            else:
+                tensors[f"best.{k}"] = v
         return {k: v.contiguous() for k, v in tensors.items()}
 
     def state_meta(self) -> dict:
@@ -215,20 +227,39 @@ class StudentTrainer:
         self.best_mse = math.inf if meta["best_mse"] is None else float(meta["best_mse"])
         self.bad_evals, self.stopped_early = int(meta["bad_evals"]), bool(meta["stopped_early"])
         self.last_eval = dict(meta.get("last_eval") or {})
+        params = dict(self.model.named_parameters())
+        tensors = dict(tensors)
         for i, opt in enumerate(self.opts):
             sd = opt.state_dict()
             state: dict = {}
+            for key in [k for k in tensors if k.startswith(f"opt{i}.") and k.endswith(".rows")]:
+                tensors[key[:-5]] = _get_rows(tensors, key[:-5], torch.zeros_like(opt.param_groups[0]["params"][0], device="cpu"))
             for key, value in tensors.items():
-                if key.startswith(f"opt{i}."):
+                if key.startswith(f"opt{i}.") and not key.endswith((".rows", ".values")):
                     _, p_index, name = key.split(".", 2)
                     if name == "step" and isinstance(opt, torch.optim.SparseAdam):
                         value = int(value)
                     state.setdefault(int(p_index), {})[name] = value
             sd["state"] = state
             opt.load_state_dict(sd)
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        if "best.embed.weight.rows" in tensors:
+            tensors["best.embed.weight"] = _get_rows(tensors, "best.embed.weight",
+                                                     params["embed.weight"].detach().cpu().clone())
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.") and not k.endswith((".rows", ".values"))}
         self.best_state = best or None
         torch.set_rng_state(tensors["rng_cpu"])
+
+
+def _put_rows(tensors: dict, name: str, value: torch.Tensor, keep: torch.Tensor) -> None:
+    rows = keep.nonzero().squeeze(1).cpu()
+    tensors[f"{name}.rows"] = rows
+    tensors[f"{name}.values"] = value.detach().cpu()[rows].clone()
+
+
+def _get_rows(tensors: dict, name: str, base: torch.Tensor) -> torch.Tensor:
+    """`base` with the stored rows written over it."""
+    base[tensors[f"{name}.rows"].long()] = tensors[f"{name}.values"].to(base.dtype)
+    return base
 
 
 @torch.no_grad()
