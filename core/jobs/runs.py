@@ -197,7 +197,12 @@ class Run:
         write(tmp)
         os.replace(tmp, final)
         for old in self.checkpoints()[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            # Renamed out of the step-* names first: a kill during the delete must not leave a
+            # half-deleted folder that still reads as a checkpoint.
+            doomed = old.with_name(f".tmp-del-{old.name}")
+            shutil.rmtree(doomed, ignore_errors=True)  # one a kill left half deleted
+            os.replace(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         for stale in self.checkpoints_dir.glob(".tmp-*"):  # left by a killed process
             if stale != tmp:
                 shutil.rmtree(stale, ignore_errors=True)
