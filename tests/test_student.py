@@ -109,6 +109,8 @@ def test_vectors_do_not_depend_on_batching_or_padding(trained):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together, reordered, atol=1e-5, rtol=1e-5)
     assert together.shape == (5, student.d_model)
+    quick = student.vectors(texts, quick=True)  # bfloat16 autocast where the CPU has AMX
+    assert torch.nn.functional.cosine_similarity(quick, together).min() > 0.98
 
 
 def test_save_load_round_trip_gives_identical_vectors_without_the_teacher(trained, tmp_path):

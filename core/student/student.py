@@ -16,6 +16,7 @@ A student folder holds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from core.activations import pad_batch, plan_batches
 from core.errors import DistillscopeError
 from core.features.scoring import Reference, load_reference, save_reference
+from core.models import cpu_has_amx
 from core.paths import atomic_write_text
 from core.progress import TaskState
 from core.similarity import zscore
@@ -36,6 +38,7 @@ from core.student.model import StudentConfig, StudentModel
 
 FORMAT = "distillscope-student/1"
 EPS = 1e-6  # as core.similarity.zscore
+TOKENS_PER_BATCH = 1024
 CONFIG_FILE, WEIGHTS_FILE, TOKEN_REFERENCE_DIR = "student.json", "model.safetensors", "token_reference"
 
 
@@ -86,21 +89,28 @@ class Student:
 
     @torch.no_grad()
     def vectors(self, texts: Sequence[str], state: Optional[TaskState] = None, batch_size: int = 64,
-                raw: bool = False, max_length: Optional[int] = None) -> torch.Tensor:
+                raw: bool = False, max_length: Optional[int] = None, quick: bool = False) -> torch.Tensor:
         """Document vectors [N, d_teacher] (float32, CPU), z-normalized with `reference` (the
         teacher's document statistics), or in the teacher's units with raw=True. Independent of
-        batching: documents are grouped by length only to pad less."""
+        batching: documents are grouped by length only to pad less. `quick`: bfloat16 autocast
+        on CPUs with AMX (several times faster, values within bfloat16 rounding), as the
+        teacher's quick_precision."""
         state = state or TaskState()
+        precision = contextlib.nullcontext()
+        if quick and self.device.type == "cpu" and cpu_has_amx():
+            precision = torch.autocast("cpu", dtype=torch.bfloat16)
         token_lists = self.tokenize(texts, max_length)
         out = torch.zeros(len(token_lists), self.d_model)
-        width = max((len(t) for t in token_lists), default=1)
-        batches = plan_batches([len(t) for t in token_lists], batch_size * min(width, 128))
+        # About 1,000 padded tokens a batch: measured fastest on a CPU (bigger batches leave
+        # the caches and pad more); batch_size caps the documents in one.
+        batches = plan_batches([len(t) for t in token_lists], max(TOKENS_PER_BATCH, self.cfg.max_positions))
         done = 0
         for batch in batches:
             state.check_cancelled()
             for chunk in [batch[i:i + batch_size] for i in range(0, len(batch), batch_size)]:
                 ids, mask = pad_batch([token_lists[i] for i in chunk], self.pad_id)
-                out[chunk] = self.model(ids.to(self.device), mask.to(self.device)).float().cpu()
+                with precision:
+                    out[chunk] = self.model(ids.to(self.device), mask.to(self.device)).float().cpu()
                 done += len(chunk)
             state.report(done, len(token_lists), f"{done:,}/{len(token_lists):,} documents")
         return self.from_prediction(out, raw)
