@@ -23,19 +23,7 @@ from core.errors import DistillscopeError
 from core.progress import TaskState
 from core.student.student import Student
 
-try:  # the project's one Mann-Whitney AUC, when core.contrast is there
-    from core.contrast import auc as _auc
-except ImportError:  # pragma: no cover - same statistic, for a checkout without core.contrast
-    def _auc(scores, labels) -> float:
-        """Mann-Whitney U / (n_pos n_neg), ties counted half (average ranks)."""
-        s = torch.as_tensor(scores, dtype=torch.float64)
-        y = torch.as_tensor(labels).bool()
-        uniq, inv = torch.unique(s, return_inverse=True)
-        ranks = torch.empty_like(s)
-        ranks[s.argsort()] = torch.arange(1, len(s) + 1, dtype=torch.float64)
-        mean_rank = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, ranks) / torch.bincount(inv)
-        n1, n0 = int(y.sum()), int((~y).sum())
-        return float((mean_rank[inv][y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+from core.contrast import auc as _auc  # the project's one Mann-Whitney AUC (ties count half)
 
 
 class StudentClassifier(nn.Module):
