@@ -360,6 +360,12 @@ class DocumentActivations:
     acts: torch.Tensor  # [T, D] float32 on CPU
     is_bos: list[bool]
 
+    def pooled(self) -> torch.Tensor:
+        """The document vector: the mean over its tokens with BOS left out, as pooled extraction
+        makes it (zeros for a document with no other token)."""
+        keep = ~torch.tensor(self.is_bos, dtype=torch.bool)
+        return self.acts[keep].mean(0) if keep.any() else torch.zeros(self.acts.shape[-1])
+
 
 @torch.no_grad()
 def document_activations(teacher: Teacher, text: str, hook: HookPoint | str,

@@ -66,7 +66,4 @@ class TokenView:
 def token_norms(teacher: Teacher, text: str, layer: int, max_length: int = 1024,
                 state: Optional[TaskState] = None) -> TokenView:
     acts = document_activations(teacher, text, HookPoint("resid_post", layer), max_length, state)
-    norms = acts.acts.norm(dim=-1).tolist()
-    keep = torch.tensor([not b for b in acts.is_bos])
-    pooled = acts.acts[keep].mean(0) if keep.any() else torch.zeros(acts.acts.shape[-1])
-    return TokenView(acts.tokens, norms, acts.is_bos, pooled)
+    return TokenView(acts.tokens, acts.acts.norm(dim=-1).tolist(), acts.is_bos, acts.pooled())

@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFileDialog
 
 from gui.contrast_view import ContrastResult, ContrastView
+from gui.feature_session import DOC_MAX_LENGTH
 from gui.worker import Task
 
 HELD_OUT = 0.2  # fraction of each class held out for the AUC and the ROC
@@ -68,7 +69,8 @@ class ContrastSession(QObject):
         self.view.feature_activated.connect(self._open_feature)
         for signal in (window.corpus_changed, window.teacher_changed, window.student_changed):
             signal.connect(self.refresh_choices)
-        window.vectors_ready.connect(lambda _layer: self.refresh_choices())
+        window.vectors_ready.connect(self._vectors_arrived)
+        self._waiting = None  # the compute that waits for the corpus' teacher vectors
         self.refresh_choices()
 
     # ------------------------------------------------------------------ choices
@@ -97,7 +99,7 @@ class ContrastSession(QObject):
             if cv is None:
                 self.view.show_busy(f"Computing the corpus' document vectors at layer {w.layer} "
                                     "(see the status bar)…")
-                w.vectors_ready.connect(self._once(ready))
+                self._waiting = ready
                 w._schedule_extraction()
                 return None
             shadow, layer, mean, std = w.shadow, w.layer, cv.mean, cv.std
@@ -107,9 +109,8 @@ class ContrastSession(QObject):
                 from core.models import HookPoint
                 from core.similarity import zscore
 
-                doc = document_activations(shadow, text, HookPoint("resid_post", layer), 2048, state)
-                keep = [not b for b in doc.is_bos]
-                return zscore(doc.acts[keep].mean(0), mean, std)
+                doc = document_activations(shadow, text, HookPoint("resid_post", layer), DOC_MAX_LENGTH, state)
+                return zscore(doc.pooled(), mean, std)
 
             return Space("teacher", f"teacher resid_post.{layer} {w.teacher.fingerprint[:16]}",
                          cv.ids, cv.z, f"resid_post.{layer}", embed)
@@ -131,15 +132,11 @@ class ContrastSession(QObject):
         return Space("student", f"student {w.student_name}", [d.id for d in w.corpus.documents], z,
                      student.hook, lambda text, state: student.vectors([text], state)[0])
 
-    def _once(self, fn):
-        """A slot that disconnects itself after its first call."""
-        def slot(*_args):
-            try:
-                self.window.vectors_ready.disconnect(slot)
-            except (RuntimeError, TypeError):
-                pass
-            fn()
-        return slot
+    def _vectors_arrived(self, _layer: int) -> None:
+        self.refresh_choices()
+        ready, self._waiting = self._waiting, None
+        if ready is not None:
+            ready()
 
     def compute(self, space_key: str, positive: str, negative: str, name: str) -> None:
         w = self.window

@@ -138,13 +138,10 @@ def load_dictionary_task(path: str, hook: Optional[str], starter: bool) -> Dicti
 
 def doc_features_of(doc, sae) -> DocFeatures:
     """Score a document's token activations (core.activations.DocumentActivations)."""
-    import torch
     from core.features import token_scores
 
     scores = token_scores(sae, doc.acts, doc.is_bos)
-    keep = ~torch.tensor(doc.is_bos, dtype=torch.bool)
-    pooled = doc.acts[keep].mean(0) if keep.any() else torch.zeros(doc.acts.shape[1])
-    return DocFeatures(list(doc.tokens), list(doc.is_bos), pooled, scores.values, scores.peak,
+    return DocFeatures(list(doc.tokens), list(doc.is_bos), doc.pooled(), scores.values, scores.peak,
                        scores.token_acts.to_sparse())
 
 
@@ -163,14 +160,11 @@ def inspect_document(teacher, text: str, layer: int, job: Optional[ScoreJob], st
 
     if job is None:
         return token_norms(teacher, text, layer, DOC_MAX_LENGTH, state=state), None
-    import torch
     from core.activations import document_activations
     from core.models import HookPoint
 
     doc = document_activations(teacher, text, HookPoint("resid_post", layer), DOC_MAX_LENGTH, state)
-    keep = ~torch.tensor(doc.is_bos, dtype=torch.bool)
-    pooled = doc.acts[keep].mean(0) if keep.any() else torch.zeros(doc.acts.shape[-1])
-    view = TokenView(doc.tokens, doc.acts.norm(dim=-1).tolist(), doc.is_bos, pooled)
+    view = TokenView(doc.tokens, doc.acts.norm(dim=-1).tolist(), doc.is_bos, doc.pooled())
     state.check_cancelled()
     return view, (job.gen, doc_features_of(doc, job.sae))
 

@@ -314,10 +314,8 @@ def document_scores(teacher, sae, text: str, reference: Optional[Reference], met
                                     "token scores.")
         reference.check(sae)
     doc = document_activations(teacher, text, hook, max_length, state)
-    keep = ~torch.tensor(doc.is_bos, dtype=torch.bool)
-    if not keep.any():
+    if all(doc.is_bos):
         raise DistillscopeError("The document has no tokens to score.", "Type or open some text.")
     if method == "tokens":
         return doc, token_scores(sae, doc.acts, doc.is_bos)
-    pooled = doc.acts[keep].mean(0)  # as pooled extraction does: BOS left out
-    return doc, projection_scores(pooled, sae, reference.mean, reference.std)
+    return doc, projection_scores(doc.pooled(), sae, reference.mean, reference.std)

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from core.activations import pad_batch, plan_batches
 from core.errors import DistillscopeError
 from core.features.scoring import Reference, load_reference, save_reference
-from core.models import cpu_has_amx
+from core.models import pad_id_of, quick_precision
 from core.paths import atomic_write_text
 from core.progress import TaskState
 from core.similarity import zscore
@@ -76,9 +76,11 @@ class Student:
         return self
 
     @property
-    def pad_id(self) -> int:
-        from core.models import pad_id_of
+    def dtype(self) -> torch.dtype:
+        return self.model.out.weight.dtype
 
+    @property
+    def pad_id(self) -> int:
         return pad_id_of(self.tokenizer)
 
     def tokenize(self, texts: Sequence[str], max_length: Optional[int] = None) -> list[list[int]]:
@@ -96,9 +98,7 @@ class Student:
         on CPUs with AMX (several times faster, values within bfloat16 rounding), as the
         teacher's quick_precision."""
         state = state or TaskState()
-        precision = contextlib.nullcontext()
-        if quick and self.device.type == "cpu" and cpu_has_amx():
-            precision = torch.autocast("cpu", dtype=torch.bfloat16)
+        precision = quick_precision(self) if quick else contextlib.nullcontext()
         token_lists = self.tokenize(texts, max_length)
         out = torch.zeros(len(token_lists), self.d_model)
         # About 1,000 padded tokens a batch: measured fastest on a CPU (bigger batches leave
