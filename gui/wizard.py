@@ -28,9 +28,9 @@ HOOK_KINDS = ("resid_post", "mlp_in", "mlp_out")
 DATA_FORM_FIELDS = ("max_length", "source", "batch_tokens", "device")
 STUDENT = "student"  # the method page's name for the student-distillation job
 STUDENT_SUMMARY = ("A tiny transformer over the teacher's tokenizer learns to predict the teacher's "
-                   "z-normalized mean-pooled residual at the chosen layer (seed 000): a model about a "
-                   "hundred times cheaper that gives document vectors, feature bars and contrast scores "
-                   "like the teacher's. Reads resid_post hooks.")
+                   "z-normalized mean-pooled residual at the chosen layer (seed 000): document vectors, "
+                   "feature bars and contrast scores like the teacher's, 19x faster than the bundled "
+                   "teacher on a CPU (about 1,000x fewer FLOPs than a 4B teacher). Reads resid_post hooks.")
 
 
 def _field_named(message: str) -> Optional[str]:
