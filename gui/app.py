@@ -28,6 +28,13 @@ def make_app(argv: Optional[list[str]] = None):
     app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
     app.setOrganizationName("distillscope")
     app.setApplicationName("distillscope")
+    if not hasattr(app, "gc_on_gui_thread"):
+        # Python's cycle collector runs on whichever thread allocates; when it frees a Qt widget
+        # on a worker thread, that thread and the GUI thread deadlock on Qt's object mutex and
+        # the GIL (seen in CI). Collect on a GUI-thread timer instead (pyqtgraph's remedy).
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        app.gc_on_gui_thread = GarbageCollector(interval=1.0)
     return app
 
 

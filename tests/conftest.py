@@ -17,6 +17,15 @@ TINY_TEXT = (
 )
 
 
+@pytest.fixture(scope="session")
+def qapp():
+    """pytest-qt's QApplication, made as the app makes it: cycles are collected on the GUI
+    thread only (gui.app.make_app), never on a worker thread that would free a widget there."""
+    from gui.app import make_app
+
+    return make_app()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory, monkeypatch):
     """No test touches the user's real cache or data folders."""

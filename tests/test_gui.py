@@ -356,3 +356,17 @@ def test_task_runner_rules(qtbot):
     finally:
         assert runner.shutdown()
     assert runner.is_finished()
+
+
+def test_cycles_are_collected_on_the_gui_thread_only(qapp):
+    """A worker thread that triggered the cycle collector could free a widget there and deadlock
+    with the GUI thread (seen in CI): the app turns automatic collection off and collects on a
+    GUI-thread timer."""
+    import gc
+
+    from gui.app import make_app
+
+    app = make_app()
+    assert not gc.isenabled()
+    assert app.gc_on_gui_thread.timer.isActive()
+    assert app.gc_on_gui_thread.timer.thread() is app.thread()
