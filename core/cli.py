@@ -31,7 +31,7 @@ def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="write an activation cache for a corpus",
                        description="Run documents through the teacher and stream activations at one "
                                    "hook point into a resumable cache folder.")
-    p.add_argument("inputs", nargs="+", help="files or folders (.txt .md .jsonl .csv .tsv), or 'demo'")
+    p.add_argument("inputs", nargs="+", help="files or folders (.txt .md .jsonl .csv .tsv), or a demo set: demo, demo-provenance, demo-ood")
     p.add_argument("--out", required=True, help="cache folder (created; an interrupted run resumes)")
     p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
     p.add_argument("--layer", type=int, default=6, help="decoder block index (default 6)")
@@ -52,7 +52,7 @@ def _add_extract(sub) -> None:
 
 def cmd_extract(args) -> int:
     from core.activations import ExtractSettings, extract
-    from core.documents import load_demo, load_paths
+    from core.documents import load_corpus
     from core.models import load_teacher
     from core.progress import TaskState
 
@@ -63,10 +63,7 @@ def cmd_extract(args) -> int:
         settings.validate()
     except ValueError as exc:
         raise DistillscopeError(str(exc), "Fix the option and run again.")
-    if args.inputs == ["demo"]:
-        corpus = load_demo()
-    else:
-        corpus = load_paths(args.inputs, text_field=args.text_field, label_field=args.label_field)
+    corpus = load_corpus(args.inputs, text_field=args.text_field, label_field=args.label_field)
     for problem in corpus.problems[:20]:
         print(f"warning: {problem}", file=sys.stderr)
     if len(corpus.problems) > 20:
@@ -306,7 +303,7 @@ def _add_embed(sub) -> None:
                                    "teacher is not loaded and the vectors are in the student's "
                                    "z-space (its reference); with the teacher they are "
                                    "z-normalized against the corpus's own mean and std.")
-    p.add_argument("corpus", nargs="+", help="'demo', or files/folders (.txt .md .jsonl .csv .tsv)")
+    p.add_argument("corpus", nargs="+", help="a demo set (demo, demo-provenance, demo-ood), or files/folders (.txt .md .jsonl .csv .tsv)")
     p.add_argument("-o", "--out", required=True, help="the .safetensors file to write")
     p.add_argument("--model", default="teacher",
                    help="'teacher' (default) or a student folder (a run folder or its artifacts/student)")
@@ -401,9 +398,9 @@ def _embed_student(args, documents, state):
 
 
 def _read_corpus(inputs: list[str]):
-    from core.documents import load_demo, load_paths
+    from core.documents import load_corpus
 
-    corpus = load_demo() if inputs == ["demo"] else load_paths(inputs)
+    corpus = load_corpus(inputs)
     for problem in corpus.problems[:20]:
         print(f"warning: {problem}", file=sys.stderr)
     if not corpus.documents:
@@ -557,10 +554,10 @@ def _student_scores(student, sae, folder, reference, documents, state):
     from core.features import projection_scores
     from core.models import HookPoint
 
+    from core.student.evaluation import check_dictionary
+
     hook = HookPoint.parse(student.hook)
-    if sae.cfg.hook_name and sae.cfg.hook_name != student.hook:
-        raise DistillscopeError(f"The student predicts {student.hook}; the dictionary reads {sae.cfg.hook_name}.",
-                                "Use a dictionary of the student's layer.")
+    check_dictionary(student, sae)
     if reference is None:
         raise DistillscopeError(f"'{folder}' has no reference.safetensors to z-normalize against.",
                                 f"Run `distillscope label {folder} --corpus demo` first.")
@@ -637,10 +634,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     _add_label(sub)
     _add_export(sub)
     _add_embed(sub)
+    from core.student.cli import add_parsers as add_student_parsers
+
+    student_commands = add_student_parsers(sub)
     args = parser.parse_args(argv)
     try:
         return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs, "features": cmd_features,
-                "label": cmd_label, "export": cmd_export, "embed": cmd_embed}[args.command](args)
+                "label": cmd_label, "export": cmd_export, "embed": cmd_embed,
+                **student_commands}[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command again to resume.",
               file=sys.stderr)

@@ -30,6 +30,7 @@ from core.errors import DistillscopeError
 from core.paths import atomic_write_bytes, data_dir
 
 REST = "rest"
+TENSORS = ("vector", "mean", "std")  # saved as tensors; every other field goes in the metadata
 FORMAT = "distillscope-contrast/1"
 SUFFIX = ".contrast.safetensors"
 
@@ -183,6 +184,19 @@ class ContrastVector:
     train_auc: Optional[float] = None
     held_out_auc: Optional[float] = None
     threshold: float = 0.0  # score >= threshold -> positive, chosen on the training rows
+    hook: str = ""  # e.g. resid_post.6
+    # How raw (teacher) vectors were z-normalized before the contrast was built, so a new text
+    # can be scored later; None where the space is already normalized (a student's vectors).
+    mean: Optional[torch.Tensor] = None
+    std: Optional[torch.Tensor] = None
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw vectors into this contrast's z-space (unchanged when it has no reference)."""
+        from core.similarity import zscore
+
+        if self.mean is None or self.std is None:
+            return raw
+        return zscore(raw.float(), self.mean.float(), self.std.float())
 
     def score(self, vectors: torch.Tensor) -> torch.Tensor:
         """[N] scores of [N, D] (or [D]) vectors in the same space."""
@@ -201,7 +215,7 @@ class ContrastVector:
     # -- saving ---------------------------------------------------------------------------
 
     def metadata(self) -> dict[str, str]:
-        meta = {k: v for k, v in asdict(self).items() if k != "vector"}
+        meta = {k: v for k, v in asdict(self).items() if k not in TENSORS}
         return {"format": FORMAT, "json": json.dumps(meta, sort_keys=True)}
 
     def save(self, where: str | Path) -> Path:
@@ -210,7 +224,9 @@ class ContrastVector:
 
         where = Path(where)
         path = where / (_file_stem(self.name) + SUFFIX) if where.is_dir() or not where.suffix else where
-        data = save({"vector": self.vector.detach().float().cpu().contiguous()}, metadata=self.metadata())
+        tensors = {k: getattr(self, k).detach().float().cpu().contiguous()
+                   for k in TENSORS if getattr(self, k) is not None}
+        data = save(tensors, metadata=self.metadata())
         atomic_write_bytes(path, data)
         return path
 
@@ -224,7 +240,7 @@ class ContrastVector:
         try:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
-                vector = f.get_tensor("vector").float()
+                tensors = {k: f.get_tensor(k).float() for k in TENSORS if k in f.keys()}
         except Exception as exc:  # safetensors has its own error types for bad headers
             raise DistillscopeError(f"'{path}' is not a readable contrast file ({exc}).",
                                     "Save the contrast again, or delete the file.")
@@ -234,10 +250,11 @@ class ContrastVector:
                                     "Pick a file saved from the contrast view or the CLI.")
         try:
             fields = json.loads(meta["json"])
-            cv = cls(vector=vector, **fields)
+            cv = cls(**tensors, **fields)
         except (KeyError, TypeError, ValueError) as exc:
             raise DistillscopeError(f"'{path}' has malformed metadata ({exc}).",
                                     "Save the contrast again, or delete the file.")
+        vector = cv.vector
         if vector.ndim != 1 or not torch.isfinite(vector).all():
             raise DistillscopeError(f"'{path}' holds a malformed vector (shape {list(vector.shape)}).",
                                     "Save the contrast again, or delete the file.")

@@ -26,6 +26,7 @@ import os
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 from core.errors import DocumentError
 from core.paths import resources_dir
@@ -168,6 +169,15 @@ def load_demo(name: str = "demo") -> Corpus:
     corpus = load_path(resources_dir() / "demo" / filename)
     corpus.name = title
     return corpus
+
+
+def load_corpus(inputs: Sequence[str], **kw) -> Corpus:
+    """What a corpus argument names: one bundled demo set by name ("demo", "demo-provenance",
+    "demo-ood"), or files and folders (`load_paths`, with its options)."""
+    inputs = [str(i) for i in inputs]
+    if len(inputs) == 1 and inputs[0] in DEMO_SETS:
+        return load_demo(inputs[0])
+    return load_paths(inputs, **kw)
 
 
 # ---------------------------------------------------------------- folders and files

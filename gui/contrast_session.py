@@ -25,9 +25,10 @@ HELD_OUT = 0.2  # fraction of each class held out for the AUC and the ROC
 class Space:
     """Document vectors of the corpus in one space, and how to put a new text there."""
 
-    def __init__(self, key: str, name: str, ids, z, hook: str, embed):
+    def __init__(self, key: str, name: str, ids, z, hook: str, embed, reference=None):
         self.key, self.name, self.ids, self.z, self.hook = key, name, ids, z, hook
         self.embed = embed  # (text, state) -> [D] z-vector in this space; runs on a worker
+        self.reference = reference  # (mean, std) raw vectors were z-normalized with, if any
 
 
 def evaluate(space: Space, labels: list, positive: str, negative: str, name: str, corpus: str, sae,
@@ -41,6 +42,9 @@ def evaluate(space: Space, labels: list, positive: str, negative: str, name: str
     labs = [labels[i] for i in rows]
     ev = evaluate_contrast(z, labs, positive, neg, split_held_out(labs, HELD_OUT),
                            name=name, space=space.name, corpus=corpus)
+    ev.contrast.hook = space.hook
+    if space.reference is not None:  # saved with it, so `distillscope classify` can score new text
+        ev.contrast.mean, ev.contrast.std = space.reference
     state.check_cancelled()
     if sae is None:
         return ev, None, "Open a dictionary to see which features make up the contrast."
@@ -113,7 +117,7 @@ class ContrastSession(QObject):
                 return zscore(doc.pooled(), mean, std)
 
             return Space("teacher", f"teacher resid_post.{layer} {w.teacher.fingerprint[:16]}",
-                         cv.ids, cv.z, f"resid_post.{layer}", embed)
+                         cv.ids, cv.z, f"resid_post.{layer}", embed, (mean, std))
         student = w.student
         key_z = (id(student), w._gen)
         z = self._student_z.get(key_z)

@@ -118,6 +118,9 @@ class MainWindow(QMainWindow):
         from gui.contrast_session import ContrastSession
 
         self.contrast = ContrastSession(self)
+        from gui.agreement_session import AgreementSession
+
+        self.agreement = AgreementSession(self)
 
         middle = QSplitter(Qt.Orientation.Vertical)
         middle.addWidget(self.token_panel)
@@ -145,6 +148,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(inspect, "Inspect")
         self.tabs.addTab(self.training_tab, "Training")
         self.tabs.addTab(self.contrast.view, "Contrast")
+        self.tabs.addTab(self.agreement.view, "Agreement")
         self.tabs.currentChanged.connect(lambda i: self.ensure_training_view() if i == 1 else None)
         self.setCentralWidget(self.tabs)
 
@@ -200,6 +204,8 @@ class MainWindow(QMainWindow):
         self.act_show_inspect = self._action("&Inspect", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1")
         self.act_show_training = self._action("&Training Runs", lambda: self.tabs.setCurrentIndex(1), "Ctrl+2")
         self.act_show_contrast = self._action("&Contrast", lambda: self.tabs.setCurrentIndex(2), "Ctrl+3")
+        self.act_show_agreement = self._action("&Agreement (student vs teacher)",
+                                               lambda: self.tabs.setCurrentIndex(3), "Ctrl+4")
         self.act_student = self._action("Open &Student…", self.open_student_dialog, "Ctrl+Shift+S",
                                         tip="A distilled student folder (a student run's artifacts/student): "
                                         "its feature bars beside the teacher's, and contrasts on its vectors")
@@ -244,6 +250,7 @@ class MainWindow(QMainWindow):
         view.addAction(self.act_show_inspect)
         view.addAction(self.act_show_training)
         view.addAction(self.act_show_contrast)
+        view.addAction(self.act_show_agreement)
         train = bar.addMenu("&Train")
         train.addAction(self.act_new_run)
         train.addAction(self.act_open_spec)

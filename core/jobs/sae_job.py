@@ -25,13 +25,13 @@ FOREVER = 10**9  # epochs: training ends on total_tokens, not on the data
 
 
 def load_documents(corpus: str):
-    from core.documents import load_demo, load_paths
+    from core.documents import load_corpus
 
-    docs = load_demo() if corpus == "demo" else load_paths([corpus])
+    docs = load_corpus([corpus])
     if not docs.documents:
         problems = "; ".join(str(p) for p in docs.problems[:3])
         raise DistillscopeError(f"No readable documents in '{corpus}'{': ' + problems if problems else ''}.",
-                                "Point [data] corpus at a file or folder of text, or use 'demo'.")
+                                "Point [data] corpus at a file or folder of text, or use a demo set ('demo', 'demo-provenance', 'demo-ood').")
     return docs.documents
 
 

@@ -51,8 +51,8 @@ class DataSpec:
 
     teacher: str = option("bundled", help="The model to read: 'bundled' (Gemma 3 270M, shipped "
                           "with the app), a Hugging Face model folder or a .gguf file.")
-    corpus: str = option("demo", help="The documents: 'demo' (945 labelled fortunes) or a file "
-                         "or folder of .txt .md .jsonl .csv .tsv files.")
+    corpus: str = option("demo", help="The documents: 'demo' (945 labelled fortunes), "
+                         "'demo-provenance', 'demo-ood', or a file or folder of .txt .md .jsonl .csv .tsv files.")
     hook: str = option("resid_post.6", help="Hook point: resid_post, mlp_in or mlp_out, a dot, "
                        "and the decoder block index (0-based), e.g. resid_post.6.")
     max_length: int = option(256, help="Tokens read per document; longer ones are cut.",

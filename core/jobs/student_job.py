@@ -133,12 +133,48 @@ def run_student_job(spec: JobSpec, ctx: JobContext) -> None:
               "held_out_documents": len(held), "target": spec.student.target,
               "train_docs_per_s": (trainer.step - first_step) * cfg.batch_size / max(seconds, 1e-9),
               "vectors_docs_per_s": vectors_rate, "hook": d.hook, "teacher": teacher.name}
-    student.info = {k: report[k] for k in ("val_mse", "val_cosine", "steps", "train_documents")}
+    student.info = {**{k: report[k] for k in ("val_mse", "val_cosine", "steps", "train_documents")},
+                    "corpus": d.corpus, "eval_fraction": spec.run.eval_fraction}
     student.save(ctx.run.artifacts_dir / "student")
     paths.atomic_write_text(ctx.run.artifacts_dir / "evaluation.json", json.dumps(report, indent=1))
     ctx.run.write_status(evaluation={k: report[k] for k in ("val_mse", "val_cosine", "steps")})
     ctx.log(f"evaluation: val_mse {report['val_mse']:.4g}, val_cosine {report['val_cosine']:.4g} "
             f"(best of {trainer.step:,} steps at {trainer.best_step:,})")
+    _agreement(spec, teacher, student, ctx)
+
+
+def _agreement(spec: JobSpec, teacher: Teacher, student: Student, ctx: JobContext) -> None:
+    """The seed's agreement table (artifacts/student/agreement.json) when the bundled starter
+    dictionary reads the student's layer; otherwise say how to get it."""
+    from core.features import STARTER_DICTIONARY
+    from core.student.evaluation import default_sets, evaluate_agreement
+
+    sae = starter_dictionary_for(teacher, spec.data.hook)
+    if sae is None:
+        ctx.log("agreement: no bundled dictionary reads this model and layer; run "
+                "`distillscope agreement RUN --dictionary DIR` with one that does")
+        return
+    ctx.report(0, 1, "Agreement with the teacher")
+    sets, seen = default_sets(student)
+    result = evaluate_agreement(student, teacher, sae, sets, ctx, seen_texts=seen,
+                                dictionary_name=STARTER_DICTIONARY.name)
+    result.save(student.folder)
+    for line in result.table().splitlines():
+        ctx.log(f"agreement: {line}" if line.strip() else "agreement:")
+
+
+def starter_dictionary_for(teacher: Teacher, hook: str):
+    """The starter dictionary when it was trained on this teacher at `hook`, else None."""
+    from core.dictionaries import load
+    from core.dictionaries.formats import check_fits
+    from core.features import STARTER_DICTIONARY
+
+    try:
+        sae = load(STARTER_DICTIONARY)
+        fits = check_fits(sae, teacher).name == hook
+    except DistillscopeError:
+        return None
+    return sae if fits and sae.cfg.model_name == teacher.name else None
 
 
 def _train(spec: JobSpec, ctx: JobContext, trainer: StudentTrainer, to_doc_z) -> None:

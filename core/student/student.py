@@ -53,7 +53,8 @@ class Student:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.reference, self.token_reference = reference, token_reference
         self.hook, self.teacher, self.max_length = hook, teacher, max_length
-        self.info = dict(info or {})  # training summary (steps, val_cosine, ...), for display
+        self.info = dict(info or {})  # training summary (steps, val_cosine, corpus, ...)
+        self.folder: Optional[Path] = None  # where it was loaded from or saved to
 
     @property
     def cfg(self) -> StudentConfig:
@@ -158,6 +159,7 @@ class Student:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self.folder = folder
         return folder
 
     @classmethod
@@ -181,8 +183,10 @@ class Student:
         reference = _reference(folder, meta["d_out"], required=True)
         token_reference = _reference(folder / TOKEN_REFERENCE_DIR, meta["d_out"], required=False)
         tokenizer = _tokenizer(folder, meta["vocab_size"])
-        return cls(model.to(device), tokenizer, reference, meta["hook"], meta.get("teacher") or {},
-                   int(meta.get("max_length", 256)), token_reference, meta.get("info"))
+        student = cls(model.to(device), tokenizer, reference, meta["hook"], meta.get("teacher") or {},
+                      int(meta.get("max_length", 256)), token_reference, meta.get("info"))
+        student.folder = folder
+        return student
 
 
 def is_student_folder(folder: str | Path) -> bool:

@@ -1,0 +1,112 @@
+"""The Agreement tab's controller: shows the open student's saved evaluation (agreement.json in
+its folder, written by the student job or `distillscope agreement`), and re-evaluates it on the
+runner thread with the window's teacher and dictionary (cancellable from the status bar)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QFileDialog
+
+from gui.agreement_view import AgreementView
+from gui.worker import Task
+
+
+class AgreementSession(QObject):
+    shown = Signal()  # an evaluation is on screen
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        self.view = AgreementView()
+        self.view.evaluate_requested.connect(self.evaluate)
+        self.view.export_requested.connect(self.export_dialog)
+        for signal in (window.student_changed, window.teacher_changed):
+            signal.connect(self.refresh)
+        window.features.dictionary_changed.connect(self.refresh)
+        self.refresh()
+
+    def _blocker(self) -> str:
+        """Why the open student cannot be evaluated now ("" when it can)."""
+        w, student = self.window, self.window.student
+        if student is None:
+            return "Open a student first."
+        if w.teacher is None:
+            return "Wait for the teacher to load."
+        want = student.teacher.get("fingerprint", "")
+        if want and not w.teacher.fingerprint.startswith(want):
+            return (f"The open model is not this student's teacher ({student.teacher.get('name', want)}); "
+                    "open that model first.")
+        return ""
+
+    def refresh(self, *_args) -> None:
+        student = self.window.student
+        if student is None:
+            self.view.clear()
+            self.view.set_student("", False)
+            return
+        self.view.clear()
+        saved = None
+        try:
+            from core.student.evaluation import AgreementEvaluation
+
+            saved = AgreementEvaluation.load(student.folder) if student.folder is not None else None
+        except Exception as exc:  # a damaged file: say so, evaluating again rewrites it
+            self.view.show_error(str(getattr(exc, "what", exc)))
+        if saved is not None:
+            self.view.show_result(saved.to_json())
+            self.shown.emit()
+        why = self._blocker()
+        self.view.set_student(self.window.student_name, not why, why)
+
+    def evaluate(self) -> None:
+        w = self.window
+        why = self._blocker()
+        if why:
+            self.view.show_error(why)
+            return
+        student, teacher = w.student, w.teacher
+        d = w.features.dictionary
+        sae = d.sae if d is not None and d.fit_error is None and d.hook is not None and \
+            d.hook.name == student.hook else None
+        dictionary_name = d.name if sae is not None else ""
+
+        def run(state):
+            from core.dictionaries import load
+            from core.features import STARTER_DICTIONARY
+            from core.student.evaluation import default_sets, evaluate_agreement
+
+            nonlocal sae, dictionary_name
+            if sae is None:  # the window's dictionary reads another layer: the starter, if it fits
+                sae, dictionary_name = load(STARTER_DICTIONARY), STARTER_DICTIONARY.name
+            sets, seen = default_sets(student)
+            result = evaluate_agreement(student, teacher, sae, sets, state, seen_texts=seen,
+                                        dictionary_name=dictionary_name)
+            if student.folder is not None:
+                result.save(student.folder)
+            return result.to_json()
+
+        def done(data: dict) -> None:
+            if w.student is student:
+                self.view.show_result(data)
+                self.shown.emit()
+
+        self.view.show_busy("Evaluating: the teacher's and the student's vectors of the held-out, provenance "
+                            "and out-of-distribution documents (progress in the status bar)…")
+        w.runner.submit(Task("agreement", run, title="Agreement of the student with the teacher",
+                             on_result=done, on_error=lambda what, hint: self.view.show_error(f"{what} {hint}")))
+
+    def export_dialog(self) -> None:
+        if self.view.data is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self.view, "Export the agreement", "agreement.csv",
+                                              "CSV (*.csv);;PNG image (*.png)")
+        if path:
+            self.export(path)
+
+    def export(self, path: str) -> str:
+        if path.lower().endswith(".png"):
+            self.view.grab().save(path)
+        else:
+            self.view.write_csv(path)
+        self.window._set_status(f"Wrote {path}")
+        return path

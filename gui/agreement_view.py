@@ -1,0 +1,219 @@
+"""The Agreement tab: how close the open student is to its teacher (seed 000), as a table beside
+the seed's numbers and as plots: per-document histograms of cosine, feature-score correlation and
+top-k overlap for each set of documents, and the contrast's held-out ROC in both spaces.
+
+Plain data in (the dict of core.student.evaluation.AgreementEvaluation.to_json), signals out;
+gui/agreement_session.py runs the evaluation on a worker.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+SET_COLOURS = {"id": "#0072B2", "contrast": "#E69F00", "ood": "#D55E00"}  # Okabe-Ito
+OTHER_COLOUR = "#009E73"
+SPACE_COLOURS = {"teacher": "#0072B2", "student": "#E69F00"}
+NEAR = 0.05  # within this of the seed's value counts as "near" (green)
+# (per-document key, plot title, x label)
+PLOTS = (("cosines", "Cosine, teacher vs student", "cosine of z-normalized vectors"),
+         ("correlations", "Feature-score correlation", "Pearson r over all features"),
+         ("overlaps", "Top-k feature overlap", "shared top-k features / k"))
+
+
+def _colour(key: str) -> str:
+    return SET_COLOURS.get(key, OTHER_COLOUR)
+
+
+def table_rows(data: dict) -> list[tuple[str, str, Optional[float], Optional[float]]]:
+    """(set title, metric, ours, seed) for every number, set by set."""
+    return [(s["title"], *row) for s in data["sets"].values() for row in s["rows"]]
+
+
+class AgreementView(QWidget):
+    evaluate_requested = Signal()
+    export_requested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.data: Optional[dict] = None
+        self.summary = QLabel("Open a student (Model > Open Student, Ctrl+Shift+S) to see how closely it "
+                              "agrees with its teacher.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip("Compare the student with the teacher on its held-out documents, the "
+                                        "provenance demo and the out-of-distribution demo (Ctrl+E)")
+        self.evaluate_button.setShortcut("Ctrl+E")
+        self.evaluate_button.setEnabled(False)
+        self.evaluate_button.clicked.connect(self.evaluate_requested)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("The table and every per-document value as CSV, or a PNG of this tab")
+        self.export_button.setEnabled(False)
+        self.export_button.clicked.connect(self.export_requested)
+        top = QHBoxLayout()
+        top.addWidget(self.summary, 1)
+        top.addWidget(self.evaluate_button)
+        top.addWidget(self.export_button)
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Documents", "Metric", "Student vs teacher", "Seed 000"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        for c in (2, 3):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+
+        grid = QWidget()
+        plots = QGridLayout(grid)
+        plots.setContentsMargins(0, 0, 0, 0)
+        self.plots: dict[str, pg.PlotWidget] = {}
+        for n, (key, title, xlabel) in enumerate(PLOTS):
+            w = pg.PlotWidget(background="w", title=title)
+            w.setLabel("bottom", xlabel)
+            w.setLabel("left", "fraction of documents")
+            w.setMouseEnabled(False, False)
+            w.addLegend(offset=(-5, 5))
+            self.plots[key] = w
+            plots.addWidget(w, n // 2, n % 2)
+        self.roc = pg.PlotWidget(background="w", title="Contrast ROC, held-out documents")
+        self.roc.setLabel("bottom", "false positive rate")
+        self.roc.setLabel("left", "true positive rate")
+        self.roc.setXRange(0, 1, padding=0.02)
+        self.roc.setYRange(0, 1, padding=0.02)
+        self.roc.setMouseEnabled(False, False)
+        self.roc.addLegend(offset=(-5, -5))
+        plots.addWidget(self.roc, 1, 1)
+
+        body = QSplitter(Qt.Orientation.Horizontal)
+        body.addWidget(self.table)
+        body.addWidget(grid)
+        body.setSizes([520, 740])
+        body.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(body, 1)
+
+    # ------------------------------------------------------------------ state
+
+    def set_student(self, name: str, can_evaluate: bool, why_not: str = "") -> None:
+        self.evaluate_button.setEnabled(can_evaluate)
+        self.evaluate_button.setToolTip(why_not or self.evaluate_button.toolTip())
+        if self.data is None:
+            self.summary.setText(f"<b>{name}</b>: not evaluated yet. " + (why_not or "Press Evaluate (Ctrl+E).")
+                                 if name else "Open a student (Model > Open Student, Ctrl+Shift+S) to see "
+                                 "how closely it agrees with its teacher.")
+
+    def show_busy(self, message: str) -> None:
+        self.summary.setText(message)
+
+    def show_error(self, message: str) -> None:
+        self.summary.setText(f'<span style="color:#b00020">{message}</span>')
+
+    def clear(self) -> None:
+        self.data = None
+        self.table.setRowCount(0)
+        for w in list(self.plots.values()) + [self.roc]:
+            w.clear()
+            w.plotItem.legend.clear()
+        self.export_button.setEnabled(False)
+
+    def show_result(self, data: dict) -> None:
+        self.clear()
+        self.data = data
+        sets = data["sets"]
+        n_docs = ", ".join(f"{s['n_documents']:,}" for s in sets.values())
+        self.summary.setText(
+            f"<b>{data['student']}</b> against {data['teacher']} at {data['hook']}; features of the "
+            f"dictionary {data['dictionary']}. Documents per set: {n_docs}. Green: at or within {NEAR} of the "
+            f"seed's value. Evaluated in {data.get('seconds', 0):.0f} s.")
+        self._fill_table(data)
+        for key, _, _ in PLOTS:
+            self._histograms(self.plots[key], sets, key)
+        self._roc(sets)
+        self.export_button.setEnabled(True)
+
+    def _fill_table(self, data: dict) -> None:
+        rows = table_rows(data)
+        self.table.setRowCount(len(rows))
+        previous = None
+        for r, (title, metric, ours, seed) in enumerate(rows):
+            cells = [title if title != previous else "", metric, f"{ours:.3f}" if ours is not None else "–",
+                     f"{seed:.2f}" if seed is not None else ""]
+            previous = title
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if c >= 2:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if c == 2 and seed is not None and ours is not None:
+                    good = ours >= seed - NEAR
+                    item.setForeground(QBrush(QColor("#1b7f3b" if good else "#b35900")))
+                    item.setToolTip(f"{ours - seed:+.3f} against the seed's {seed:.2f}")
+                self.table.setItem(r, c, item)
+        self.table.resizeRowsToContents()
+
+    def _histograms(self, plot: pg.PlotWidget, sets: dict, key: str) -> None:
+        """One outline histogram per set (fractions, so sets of any size compare), and a dashed
+        line at each seed value the sets are compared with."""
+        values = {k: np.asarray(s[key], dtype=float) for k, s in sets.items() if len(s[key])}
+        if not values:
+            return
+        both = np.concatenate(list(values.values()))
+        bins = (np.linspace(-0.025, 1.025, 22) if key == "overlaps"
+                else np.linspace(min(-0.2, both.min()), max(1.0, both.max()), 25))
+        for set_key, v in values.items():
+            counts, _ = np.histogram(v, bins=bins)
+            plot.plot(bins, counts / len(v), stepMode="center", pen=pg.mkPen(_colour(set_key), width=2),
+                      name=f"{_short(sets[set_key]['title'])}: mean {v.mean():.2f}")
+        seeds = {}
+        for set_key in values:
+            seed = (sets[set_key].get("seed") or {}).get(key)
+            if seed is not None:
+                seeds.setdefault(seed, set_key)
+        for seed, set_key in seeds.items():
+            where = "in distribution" if sets[set_key]["in_distribution"] else "out of distribution"
+            plot.addItem(pg.InfiniteLine(seed, angle=90, pen=pg.mkPen(_colour(set_key), style=Qt.PenStyle.DashLine),
+                                         label=f"seed {seed:.2f} ({where})",
+                                         labelOpts={"position": 0.85, "color": "#404040"}))
+
+    def _roc(self, sets: dict) -> None:
+        self.roc.plot([0, 1], [0, 1], pen=pg.mkPen("#b0b0b0", style=Qt.PenStyle.DashLine))
+        for s in sets.values():
+            for space, curve in (s.get("roc") or {}).items():
+                auc = s.get(f"auc_{space}")
+                self.roc.plot(curve[0], curve[1], pen=pg.mkPen(SPACE_COLOURS.get(space, OTHER_COLOUR), width=2),
+                              name=f"{space}: AUC {auc:.3f}" if auc is not None else space)
+                self.roc.setTitle(f"Contrast ROC, held-out: {s.get('contrast', '')}")
+
+    # ------------------------------------------------------------------ export
+
+    def write_csv(self, path: str | Path) -> Path:
+        """The table rows, then every per-document value, in one file with a `kind` column."""
+        data, path = self.data, Path(path)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["kind", "documents", "metric", "value", "seed"])
+            for title, metric, ours, seed in table_rows(data):
+                w.writerow(["table", title, metric, "" if ours is None else f"{ours:.6g}",
+                            "" if seed is None else f"{seed:.2f}"])
+            for s in data["sets"].values():
+                for key in ("cosines", "correlations", "overlaps"):
+                    for v in s[key]:
+                        w.writerow(["document", s["title"], key[:-1], f"{float(v):.6g}", ""])
+        return path
+
+
+def _short(title: str) -> str:
+    """'held-out 'demo' documents (in distribution)' -> 'held-out 'demo' documents'."""
+    return title.split(" (")[0]

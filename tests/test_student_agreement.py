@@ -1,0 +1,198 @@
+"""The agreement evaluation of a student (seed 000) on the tiny teacher: its numbers are
+core.agreement's and core.contrast's on the same vectors, it round-trips through agreement.json,
+the CLI's `agreement` and `classify` print them, saved contrasts carry their normalization, and
+the Agreement tab shows exactly what core computed."""
+
+import json
+
+import pytest
+import torch
+
+from core.agreement import feature_correlation, feature_scores, mean_cosine, top_k_overlap
+from core.contrast import ContrastVector, evaluate_contrast, split_held_out
+from core.dictionaries import load
+from core.errors import DistillscopeError
+from core.features.scoring import unit_directions
+from core.similarity import zscore
+from core.student import Student, StudentConfig, StudentModel
+from core.student.data import document_reference
+from core.student.evaluation import (AgreementEvaluation, EvalSet, default_sets, evaluate_agreement,
+                                     teacher_pooled)
+from tests.test_feature_view import LAYER, make_sae
+
+HOOK = f"resid_post.{LAYER}"
+
+
+@pytest.fixture
+def student_dir(tiny_teacher, tmp_path):
+    """An untrained tiny student of the tiny teacher, saved with the training corpus it names."""
+    torch.manual_seed(0)
+    cfg = StudentConfig(n_layers=1, d_hidden=16, n_heads=2, d_embed=8, d_mlp=32, max_positions=256)
+    model = StudentModel(cfg, len(tiny_teacher.tokenizer), tiny_teacher.d_model, tiny_teacher.bos_id)
+    ref = document_reference(torch.randn(20, tiny_teacher.d_model) * 2 + 1, "test", HOOK)
+    student = Student(model, tiny_teacher.tokenizer, ref, HOOK, tiny_teacher.identity(), 64,
+                      info={"corpus": "demo", "eval_fraction": 0.1})
+    return student.save(tmp_path / "run" / "artifacts" / "student")
+
+
+@pytest.fixture
+def sae_dir(tmp_path):
+    return make_sae(tmp_path / "tiny-sae", hook=HOOK)
+
+
+def test_default_sets_are_the_held_out_split_provenance_and_ood(student_dir):
+    from core.documents import load_demo
+    from core.jobs.sae_job import split_documents
+
+    student = Student.load(student_dir)
+    sets, seen = default_sets(student)
+    assert [s.key for s in sets] == ["id", "contrast", "ood"]
+    train, held = split_documents(load_demo().documents, 0.1)
+    assert [d.id for d in sets[0].documents] == [d.id for d in held] and seen == {d.text for d in train}
+    assert sets[1].positive == "machine" and sets[1].negative == "human" and len(sets[1].documents) == 600
+    assert not sets[2].in_distribution and len(sets[2].documents) == 360
+    student.info = {}
+    with pytest.raises(DistillscopeError, match="which corpus"):
+        default_sets(student)
+
+
+def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, student_dir, sae_dir, tmp_path):
+    from core.documents import load_demo
+
+    student, sae = Student.load(student_dir), load(sae_dir)
+    docs = load_demo("demo-provenance").documents[:80]
+    ood = load_demo("demo-ood").documents[:30]
+    sets = [EvalSet("contrast", "provenance", docs, True, "machine", "human"),
+            EvalSet("ood", "docstrings", ood, False)]
+    result = evaluate_agreement(student, tiny_teacher, sae, sets, k=5, seen_texts={docs[0].text})
+
+    # By hand: both sides in the student's z-space, scored on the unit decoder directions.
+    t = zscore(teacher_pooled(tiny_teacher, docs, HOOK, 64), student.reference.mean, student.reference.std)
+    s = student.vectors([d.text for d in docs])
+    report = result.reports["contrast"]
+    assert report.n_documents == 80 and result.seen == {"contrast": 1, "ood": 0}
+    assert report.cosine == pytest.approx(mean_cosine(t, s), abs=1e-5)
+    dirs = unit_directions(sae)
+    st, ss = feature_scores(t, dirs), feature_scores(s, dirs)
+    assert report.correlation == pytest.approx(feature_correlation(st, ss)[0], abs=1e-5)
+    assert report.top_k_overlap == pytest.approx(top_k_overlap(st, ss, 5)[0])
+    labels = [d.label for d in docs]
+    held = split_held_out(labels, 0.2)
+    assert report.auc_teacher == pytest.approx(evaluate_contrast(t, labels, "machine", "human", held).held_out_auc)
+    assert report.auc_student == pytest.approx(evaluate_contrast(s, labels, "machine", "human", held).held_out_auc)
+    assert result.reports["ood"].auc_teacher is None and not result.reports["ood"].in_distribution
+    # The seed's out-of-distribution values go beside the OOD set, none for cosine.
+    rows = {m: seed for m, _, seed in result.reports["ood"].as_rows()}
+    assert rows["feature score correlation"] == 0.58 and rows["mean cosine (z-normalized)"] is None
+
+    path = result.save(tmp_path)
+    back = AgreementEvaluation.load(tmp_path)
+    assert path.name == "agreement.json" and [r[:2] for r in back.rows()] == [r[:2] for r in result.rows()]
+    for (_, _, a, sa), (_, _, b, sb) in zip(back.rows(), result.rows()):
+        assert a == pytest.approx(b) and sa == sb
+    assert back.reports["contrast"].cosines.tolist() == pytest.approx(report.cosines.tolist(), abs=1e-4)
+    assert AgreementEvaluation.load(tmp_path / "nowhere") is None
+    (tmp_path / "agreement.json").write_text("{broken")
+    with pytest.raises(DistillscopeError, match="cannot be read"):
+        AgreementEvaluation.load(tmp_path)
+
+
+def test_a_dictionary_of_another_layer_is_refused(tiny_teacher, student_dir, tmp_path):
+    student = Student.load(student_dir)
+    other = load(make_sae(tmp_path / "other", hook="resid_post.1"))
+    with pytest.raises(DistillscopeError, match="resid_post.1"):
+        evaluate_agreement(student, tiny_teacher, other, [])
+
+
+def test_agreement_and_classify_cli(tiny_teacher, student_dir, sae_dir, tmp_path, capsys, monkeypatch):
+    from core import models
+    from core.cli import main
+
+    # The CLI loads the student's teacher by its source; here that is the tiny teacher's folder.
+    assert main(["agreement", str(student_dir), "--dictionary", str(sae_dir), "-k", "5",
+                 "--ood", "none"]) == 0
+    out = capsys.readouterr().out
+    saved = AgreementEvaluation.load(student_dir)
+    assert set(saved.reports) == {"id", "contrast"}
+    assert f"{saved.reports['contrast'].auc_student:.3f}" in out and "(seed 0.93)" in out
+
+    text = tmp_path / "t.txt"
+    text.write_text("A human wrote this sentence about a quiet garden in the morning.")
+    assert main(["classify", str(text), "--model", str(student_dir), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    # The same contrast by hand: the provenance demo on the student's vectors, 80% of each class.
+    from core.documents import load_demo
+
+    docs = load_demo("demo-provenance").documents
+    student = Student.load(student_dir)
+    labels = [d.label for d in docs]
+    ev = evaluate_contrast(student.vectors([d.text for d in docs]), labels, "machine", "human",
+                           split_held_out(labels, 0.2))
+    score = float(ev.contrast.score(student.vectors([text.read_text()]))[0])
+    assert got["held_out_auc"] == pytest.approx(ev.held_out_auc)
+    assert got["documents"][0]["score"] == pytest.approx(score, abs=1e-4)
+    assert got["documents"][0]["label"] == ("machine" if score >= ev.contrast.threshold else "human")
+
+    # A saved teacher-space contrast cannot be used on a student's vectors, and vice versa.
+    cv = ContrastVector("t", torch.nn.functional.normalize(torch.randn(32), dim=0), "machine", "human",
+                        space="teacher resid_post.3 x", hook=HOOK, mean=torch.zeros(32), std=torch.ones(32))
+    saved_path = cv.save(tmp_path)
+    assert main(["classify", str(text), "--model", str(student_dir), "--contrast", str(saved_path)]) == 2
+    assert "teacher resid_post.3" in capsys.readouterr().err
+    assert main(["classify", str(tmp_path / "missing.txt")]) == 2
+    assert main(["agreement", str(tmp_path)]) == 2
+    assert "not a student folder" in capsys.readouterr().err
+
+
+def test_a_saved_contrast_keeps_its_normalization(tmp_path):
+    cv = ContrastVector("m vs h", torch.tensor([0.6, 0.8]), "m", "h", space="teacher", hook="resid_post.6",
+                        mean=torch.tensor([1.0, 2.0]), std=torch.tensor([2.0, 4.0]), threshold=0.5)
+    back = ContrastVector.load(cv.save(tmp_path))
+    assert back.hook == "resid_post.6" and back.threshold == 0.5
+    raw = torch.tensor([[3.0, 6.0]])
+    assert back.normalize(raw)[0].tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert back.score(back.normalize(raw)).tolist() == pytest.approx([1.4], abs=1e-5)
+    plain = ContrastVector("p", torch.tensor([1.0, 0.0]), "a", "b")
+    back = ContrastVector.load(plain.save(tmp_path))
+    assert back.mean is None and back.normalize(raw) is raw
+
+
+# ============================================================================ the Agreement tab
+
+
+def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher, student_dir, sae_dir, tmp_path):
+    pytest.importorskip("pytestqt")
+    from tests.test_feature_view import TIMEOUT_MS, loaded
+
+    window = make_window(teacher=tiny_teacher, dictionary=str(sae_dir))
+    loaded(qtbot, window)
+    view = window.agreement.view
+    assert not view.evaluate_button.isEnabled()
+    with qtbot.waitSignal(window.student_changed, timeout=TIMEOUT_MS):
+        window.open_student(str(student_dir))
+    qtbot.waitUntil(lambda: view.evaluate_button.isEnabled(), timeout=TIMEOUT_MS)
+    assert "not evaluated yet" in view.summary.text()
+    window.tabs.setCurrentIndex(3)
+    with qtbot.waitSignal(window.agreement.shown, timeout=120_000):
+        view.evaluate_button.click()
+    saved = AgreementEvaluation.load(student_dir)
+    rows = saved.rows()
+    assert view.table.rowCount() == len(rows) == 3 + 5 + 3
+    for r, (_, metric, ours, seed) in enumerate(rows):
+        assert view.table.item(r, 1).text() == metric
+        assert view.table.item(r, 2).text() == f"{ours:.3f}"
+        assert view.table.item(r, 3).text() == (f"{seed:.2f}" if seed is not None else "")
+    # Histograms: one curve per set, of the per-document values saved.
+    curves = view.plots["cosines"].plotItem.listDataItems()
+    assert len(curves) == 3
+    assert sum(curves[0].getData()[1]) == pytest.approx(1.0)  # fractions of documents
+    assert len(view.roc.plotItem.listDataItems()) == 3  # diagonal, teacher, student
+    out = window.agreement.export(str(tmp_path / "a.csv"))
+    lines = open(out, encoding="utf-8").read().splitlines()
+    assert lines[0] == "kind,documents,metric,value,seed" and sum(line.startswith("table,") for line in lines) == 11
+    # Reopening the student shows the saved evaluation without computing it again.
+    window.set_student(None)
+    assert view.table.rowCount() == 0
+    with qtbot.waitSignal(window.agreement.shown, timeout=TIMEOUT_MS):
+        window.open_student(str(student_dir))
+    assert view.table.rowCount() == 11
