@@ -56,9 +56,28 @@ def evaluate(space: Space, labels: list, positive: str, negative: str, name: str
                         "directions (seed 000): features the class points towards are positive.")
 
 
+def head_split(ids, labels: list, texts: dict, positive: str, negative: str):
+    """(train texts, train 0/1, held-out texts, held-out 0/1) on the split `evaluate` uses, so
+    the head and the contrast vector are scored on the same held-out documents."""
+    from core.contrast import REST, split_held_out
+
+    rows = [i for i, lab in enumerate(labels) if lab]
+    held = split_held_out([labels[i] for i in rows], HELD_OUT).tolist()
+    out = ([], [], [], [])
+    for i, is_held in zip(rows, held):
+        lab = labels[i]
+        if lab != positive and negative != REST and lab != negative:
+            continue  # a third class: on neither side of this contrast
+        part = 2 if is_held else 0
+        out[part].append(texts[ids[i]])
+        out[part + 1].append(int(lab == positive))
+    return out
+
+
 class ContrastSession(QObject):
     computed = Signal()  # a contrast is on screen
     classified = Signal()
+    head_done = Signal()
 
     def __init__(self, window):
         super().__init__(window)
@@ -71,6 +90,7 @@ class ContrastSession(QObject):
         self.view.save_requested.connect(self.save)
         self.view.export_requested.connect(self.export_dialog)
         self.view.feature_activated.connect(self._open_feature)
+        self.view.head_requested.connect(self.finetune_head)
         for signal in (window.corpus_changed, window.teacher_changed, window.student_changed):
             signal.connect(self.refresh_choices)
         window.vectors_ready.connect(self._vectors_arrived)
@@ -160,7 +180,8 @@ class ContrastSession(QObject):
             if gen != w._gen:
                 return
             ev, values, note = result
-            self.evaluation, self.space = ev, space
+            self.evaluation, self.space, self.labels = ev, space, labels
+            self.view.clear_head(space.key == "student")
             cv = ev.contrast
             neg = cv.negative
             self.view.show_result(ContrastResult(
@@ -195,6 +216,31 @@ class ContrastSession(QObject):
         self.view.verdict.setText("Classifying…")
         self.window.inspector.submit(Task("classify", run, on_result=done,
                                           on_error=lambda what, hint: self.view.verdict.setText(f"{what} {hint}")))
+
+    def finetune_head(self) -> None:
+        """The seed's supervised comparison: a copy of the student fine-tuned with a linear head on
+        the contrast's training split, its ROC on the same held-out documents."""
+        w = self.window
+        if self.evaluation is None or self.space.key != "student" or w.student is None:
+            return
+        student, cv = w.student, self.evaluation.contrast
+        texts = {d.id: d.text for d in w.corpus.documents}
+        split = head_split(self.space.ids, self.labels, texts, cv.positive, cv.negative)
+
+        def run(state):
+            from core.contrast import roc_curve
+            from core.student.classify_head import finetune_classifier
+
+            result = finetune_classifier(student, *split, state=state)
+            fpr, tpr, _ = roc_curve(result.scores, split[3])
+            return result.auc, fpr.tolist(), tpr.tolist(), result.steps
+
+        self.view.head_button.setEnabled(False)
+        self.view.show_busy("Fine-tuning a copy of the student with a classification head (progress in the "
+                            "status bar)…")
+        w.runner.submit(Task("classify-head", run, title="Fine-tuning a classification head",
+                             on_result=lambda r: (self.view.show_head(*r), self.head_done.emit()),
+                             on_error=lambda what, hint: self.view.show_error(f"{what} {hint}")))
 
     def save(self) -> None:
         if self.evaluation is None:

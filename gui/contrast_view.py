@@ -55,6 +55,7 @@ class ContrastView(QWidget):
     classify_requested = Signal(str)  # the pasted text
     feature_activated = Signal(int)  # a bar clicked: open the feature's dashboard
     export_requested = Signal()
+    head_requested = Signal()  # fine-tune the student with a classification head
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -78,7 +79,12 @@ class ContrastView(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("The ROC curve and scores as CSV, and a PNG of this tab")
         self.export_button.clicked.connect(self.export_requested)
-        for b in (self.save_button, self.export_button):
+        self.head_button = QPushButton("Fine-tune head")
+        self.head_button.setToolTip("Supervised, for comparison: fine-tune a copy of the student with a "
+                                    "linear classification head on the same training split, and draw its "
+                                    "held-out ROC beside the contrast's (student vectors only)")
+        self.head_button.clicked.connect(self.head_requested)
+        for b in (self.save_button, self.export_button, self.head_button):
             b.setEnabled(False)
         controls = QHBoxLayout()
         for text, widget in (("Vectors:", self.space), ("Class:", self.positive), ("against", self.negative)):
@@ -87,6 +93,7 @@ class ContrastView(QWidget):
         controls.addWidget(self.name, 1)
         controls.addWidget(self.compute_button)
         controls.addWidget(self.save_button)
+        controls.addWidget(self.head_button)
         controls.addWidget(self.export_button)
 
         self.summary = QLabel("Open a labeled corpus, pick a class and press Compute.")
@@ -101,7 +108,10 @@ class ContrastView(QWidget):
         self.roc.setYRange(0, 1, padding=0.02)
         self.roc.setMouseEnabled(False, False)
         self.roc.plot([0, 1], [0, 1], pen=pg.mkPen("#b0b0b0", style=Qt.PenStyle.DashLine))
+        self.roc_legend = self.roc.addLegend(offset=(-10, -10))
         self.roc_curve = self.roc.plot([], [], pen=pg.mkPen("#0072B2", width=2))
+        self.head_curve = self.roc.plot([], [], pen=pg.mkPen("#E69F00", width=2))
+        self.head_note = ""
         self.hist = pg.PlotWidget(background="w", title="Held-out scores per class")
         self.hist.setLabel("bottom", "score (dot product with the contrast vector)")
         self.hist.setLabel("left", "documents")
@@ -231,6 +241,10 @@ class ContrastView(QWidget):
             f"(built from {r.n_train[0]:,} vs {r.n_train[1]:,} documents). Threshold {r.threshold:.3g} "
             "(chosen on the training split)." + (f" Saved to {r.saved_to}." if r.saved_to else ""))
         self.roc_curve.setData(list(r.fpr), list(r.tpr))
+        self.roc_legend.clear()
+        self.roc_legend.addItem(self.roc_curve, f"contrast vector: {r.auc:.3f}")
+        if self.head_note:
+            self.roc_legend.addItem(self.head_curve, self.head_note)
         self.roc.setTitle(f"ROC on held-out documents · AUC {r.auc:.3f}")
         self.legend.clear()
         values = [np.asarray(r.scores.get(k, []), dtype=float) for k in (r.positive, r.negative)]
@@ -246,6 +260,20 @@ class ContrastView(QWidget):
         self.save_button.setEnabled(not r.saved_to)
         self.export_button.setEnabled(True)
         self.classify_button.setEnabled(True)
+
+    def clear_head(self, available: bool) -> None:
+        """Forget the fine-tuned head's curve (a new contrast); offer it when a student is used."""
+        self.head_note = ""
+        self.head_curve.setData([], [])
+        self.head_button.setEnabled(available)
+
+    def show_head(self, auc: float, fpr: Sequence[float], tpr: Sequence[float], steps: int) -> None:
+        self.head_note = f"fine-tuned head: {auc:.3f}"
+        self.head_curve.setData(list(fpr), list(tpr))
+        if self.result is not None:
+            self.show_result(self.result)
+        self.summary.setText(self.summary.text() + f" Fine-tuned student with a classification head "
+                             f"({steps} steps on the training split): held-out AUC <b>{auc:.3f}</b>.")
 
     def _show_features(self, r: ContrastResult) -> None:
         self.bars_note.setText(r.features_note)

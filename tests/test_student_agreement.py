@@ -196,3 +196,43 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     with qtbot.waitSignal(window.agreement.shown, timeout=TIMEOUT_MS):
         window.open_student(str(student_dir))
     assert view.table.rowCount() == 11
+
+
+def test_contrast_tab_fine_tunes_a_head_on_the_same_split(qtbot, make_window, tiny_teacher, student_dir, sae_dir):
+    pytest.importorskip("pytestqt")
+    from core.contrast import roc_curve
+    from core.student.classify_head import finetune_classifier
+    from gui.contrast_session import head_split
+    from tests.test_feature_view import TIMEOUT_MS, loaded, open_demo
+
+    window = make_window(teacher=tiny_teacher, dictionary=str(sae_dir))
+    loaded(qtbot, window)
+    open_demo(qtbot, window)
+    with qtbot.waitSignal(window.student_changed, timeout=TIMEOUT_MS):
+        window.open_student(str(student_dir))
+    view, session = window.contrast.view, window.contrast
+    window.tabs.setCurrentIndex(2)
+    view.space.setCurrentIndex(view.space.findData("teacher"))
+    view.positive.setCurrentIndex(view.positive.findData("science"))
+    with qtbot.waitSignal(session.computed, timeout=TIMEOUT_MS):
+        view.compute_button.click()
+    assert not view.head_button.isEnabled()  # a head is fine-tuned on a student only
+    view.space.setCurrentIndex(view.space.findData("student"))
+    with qtbot.waitSignal(session.computed, timeout=TIMEOUT_MS):
+        view.compute_button.click()
+    assert view.head_button.isEnabled()
+    with qtbot.waitSignal(session.head_done, timeout=120_000):
+        view.head_button.click()
+
+    ev = session.evaluation
+    texts = {d.id: d.text for d in window.corpus.documents}
+    split = head_split(session.space.ids, session.labels, texts, "science", "rest")
+    assert len(split[2]) == sum(ev.n_held_out.values()) and sum(split[3]) == ev.n_held_out["science"]
+    result = finetune_classifier(Student.load(student_dir), *split)
+    assert view.head_note == f"fine-tuned head: {result.auc:.3f}" or \
+        abs(float(view.head_note.split(": ")[1]) - result.auc) < 0.02  # threads may round differently
+    fpr, tpr, _ = roc_curve(result.scores, split[3])
+    x, y = view.head_curve.getData()
+    assert len(x) > 2 and x[-1] == pytest.approx(1.0) and y[-1] == pytest.approx(1.0)
+    assert abs(len(x) - len(fpr)) <= 2 and len(tpr) == len(fpr)  # the same held-out documents
+    assert "held-out AUC" in view.summary.text() and "classification head" in view.summary.text()
