@@ -104,8 +104,7 @@ def test_a_dictionary_of_another_layer_is_refused(tiny_teacher, student_dir, tmp
         evaluate_agreement(student, tiny_teacher, other, [])
 
 
-def test_agreement_and_classify_cli(tiny_teacher, student_dir, sae_dir, tmp_path, capsys, monkeypatch):
-    from core import models
+def test_agreement_and_classify_cli(tiny_teacher, student_dir, sae_dir, tmp_path, capsys):
     from core.cli import main
 
     # The CLI loads the student's teacher by its source; here that is the tiny teacher's folder.
