@@ -5,7 +5,6 @@ runner thread with the window's teacher and dictionary (cancellable from the sta
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QFileDialog
 
 from gui.agreement_view import AgreementView
 from gui.worker import Task
@@ -96,17 +95,11 @@ class AgreementSession(QObject):
                              on_result=done, on_error=lambda what, hint: self.view.show_error(f"{what} {hint}")))
 
     def export_dialog(self) -> None:
-        if self.view.data is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self.view, "Export the agreement", "agreement.csv",
-                                              "CSV (*.csv);;PNG image (*.png)")
-        if path:
-            self.export(path)
+        if not (self.view.data is None):
+            self.export("")
 
     def export(self, path: str) -> str:
-        if path.lower().endswith(".png"):
-            self.view.grab().save(path)
-        else:
-            self.view.write_csv(path)
-        self.window._set_status(f"Wrote {path}")
-        return path
+        """CSV or PNG by suffix; asks for the file when `path` is empty."""
+        from gui.dialogs import export_view
+
+        return export_view(self.window, self.view, "Export the agreement", "agreement.csv", path)

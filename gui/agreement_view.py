@@ -19,6 +19,8 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from gui.contrast_view import roc_plot
+
 SET_COLOURS = {"id": "#0072B2", "contrast": "#E69F00", "ood": "#D55E00"}  # Okabe-Ito
 OTHER_COLOUR = "#009E73"
 SPACE_COLOURS = {"teacher": "#0072B2", "student": "#E69F00"}
@@ -87,12 +89,7 @@ class AgreementView(QWidget):
             w.addLegend(offset=(-5, 5))
             self.plots[key] = w
             plots.addWidget(w, n // 2, n % 2)
-        self.roc = pg.PlotWidget(background="w", title="Contrast ROC, held-out documents")
-        self.roc.setLabel("bottom", "false positive rate")
-        self.roc.setLabel("left", "true positive rate")
-        self.roc.setXRange(0, 1, padding=0.02)
-        self.roc.setYRange(0, 1, padding=0.02)
-        self.roc.setMouseEnabled(False, False)
+        self.roc = roc_plot("Contrast ROC, held-out documents")
         self.roc.addLegend(offset=(-5, -5))
         plots.addWidget(self.roc, 1, 1)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QFileDialog
 
 from gui.contrast_view import ContrastResult, ContrastView
 from gui.feature_session import DOC_MAX_LENGTH
@@ -256,20 +255,14 @@ class ContrastSession(QObject):
                                    on_error=lambda what, hint: self.view.show_error(f"{what} {hint}")))
 
     def export_dialog(self) -> None:
-        if self.view.result is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self.view, "Export the contrast", "contrast.csv",
-                                              "CSV (*.csv);;PNG image (*.png)")
-        if path:
-            self.export(path)
+        if not (self.view.result is None):
+            self.export("")
 
     def export(self, path: str) -> str:
-        if path.lower().endswith(".png"):
-            self.view.grab().save(path)
-        else:
-            self.view.write_csv(path)
-        self.window._set_status(f"Wrote {path}")
-        return path
+        """CSV or PNG by suffix; asks for the file when `path` is empty."""
+        from gui.dialogs import export_view
+
+        return export_view(self.window, self.view, "Export the contrast", "contrast.csv", path)
 
     def _open_feature(self, feature: int) -> None:
         self.window.features.open_dashboard(feature)

@@ -49,6 +49,18 @@ class ContrastResult:
     saved_to: str = ""
 
 
+def roc_plot(title: str) -> pg.PlotWidget:
+    """An empty ROC plot: unit axes, labelled, the chance diagonal dashed."""
+    plot = pg.PlotWidget(background="w", title=title)
+    plot.setLabel("bottom", "false positive rate")
+    plot.setLabel("left", "true positive rate")
+    plot.setXRange(0, 1, padding=0.02)
+    plot.setYRange(0, 1, padding=0.02)
+    plot.setMouseEnabled(False, False)
+    plot.plot([0, 1], [0, 1], pen=pg.mkPen("#b0b0b0", style=Qt.PenStyle.DashLine))
+    return plot
+
+
 class ContrastView(QWidget):
     compute_requested = Signal(str, str, str, str)  # space, positive, negative ("rest" or label), name
     save_requested = Signal()
@@ -101,13 +113,7 @@ class ContrastView(QWidget):
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         # Plots: items made once, then only setData (pyqtgraph advice).
-        self.roc = pg.PlotWidget(background="w", title="ROC on held-out documents")
-        self.roc.setLabel("bottom", "false positive rate")
-        self.roc.setLabel("left", "true positive rate")
-        self.roc.setXRange(0, 1, padding=0.02)
-        self.roc.setYRange(0, 1, padding=0.02)
-        self.roc.setMouseEnabled(False, False)
-        self.roc.plot([0, 1], [0, 1], pen=pg.mkPen("#b0b0b0", style=Qt.PenStyle.DashLine))
+        self.roc = roc_plot("ROC on held-out documents")
         self.roc_legend = self.roc.addLegend(offset=(-10, -10))
         self.roc_curve = self.roc.plot([], [], pen=pg.mkPen("#0072B2", width=2))
         self.head_curve = self.roc.plot([], [], pen=pg.mkPen("#E69F00", width=2))

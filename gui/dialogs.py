@@ -20,6 +20,23 @@ def show_error_box(parent: QWidget, what: str, hint: str = "") -> QMessageBox:
     return box
 
 
+def export_view(window, view, title: str, default_name: str, path: str = "") -> str:
+    """Export a tab: its data as CSV (view.write_csv) or a PNG of it, by file suffix; asks for
+    the file when `path` is empty. Returns the path written ("" when the dialog was cancelled)."""
+    from PySide6.QtWidgets import QFileDialog
+
+    if not path:
+        path, _ = QFileDialog.getSaveFileName(view, title, default_name, "CSV (*.csv);;PNG image (*.png)")
+        if not path:
+            return ""
+    if path.lower().endswith(".png"):
+        view.grab().save(path)
+    else:
+        view.write_csv(path)
+    window._set_status(f"Wrote {path}")
+    return path
+
+
 class PasteDialog(QDialog):
     """A text box and an optional label; OK is enabled once there is some text."""
 

@@ -19,7 +19,9 @@ demo corpus and saves:
   wizard-*.png  the training wizard's four pages (data, method, settings, measured cost),
   training.png  the Training tab with live curves of a real TopK run on layer 6 (then cancelled).
   contrast.png  the Contrast tab: machine vs human on the provenance demo set (`--only-contrast`;
-                with `--student DIR` also student-bars.png, teacher and student bars side by side),
+                with `--student DIR` also student-bars.png, teacher and student bars side by side,
+                contrast-head.png, the student's contrast with a fine-tuned head, and
+                agreement.png, the Agreement tab),
 `--only-training` skips the inspect shots; `--only-features` takes loading, inspect and the
 feature shots. `--dictionary DIR` uses that dictionary instead of the starter one.
 """
@@ -173,6 +175,33 @@ def contrast_shots(app, window, out: Path, student: str | None) -> int:
     _settle(app)
     window.grab().save(str(out / "contrast.png"))
     print("contrast.png:", view.summary.text())
+    return student_shots(app, window, out) if student else 0
+
+
+def student_shots(app, window, out: Path) -> int:
+    """contrast-head.png: the contrast on the student's vectors with a fine-tuned head's ROC;
+    agreement.png: the Agreement tab (evaluated now if the student folder has no agreement.json)."""
+    view = window.contrast.view
+    view.space.setCurrentIndex(max(0, view.space.findData("student")))
+    view.compute_button.click()
+    _wait(app, lambda: view.result is not None and view.result.space.startswith("student"), 300)
+    view.head_button.click()
+    if not _wait(app, lambda: bool(view.head_note), 900):
+        print("the head did not finish:", view.summary.text())
+        return 1
+    _settle(app)
+    window.grab().save(str(out / "contrast-head.png"))
+    print("contrast-head.png:", view.summary.text())
+    window.tabs.setCurrentIndex(3)
+    agreement = window.agreement.view
+    if agreement.data is None:
+        agreement.evaluate_button.click()
+        if not _wait(app, lambda: agreement.data is not None, 900):
+            print("the agreement did not finish:", agreement.summary.text())
+            return 1
+    _settle(app)
+    window.grab().save(str(out / "agreement.png"))
+    print("agreement.png:", agreement.summary.text())
     return 0
 
 
