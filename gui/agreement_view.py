@@ -66,16 +66,18 @@ class AgreementView(QWidget):
         top.addWidget(self.evaluate_button)
         top.addWidget(self.export_button)
 
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Documents", "Metric", "Student vs teacher", "Seed 000"])
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Metric", "Student vs teacher", "Seed 000"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        for c in (2, 3):
+        for c in (1, 2):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        # One colour per set of documents, shared by the table's set rows and every histogram.
+        self.key = QLabel("")
+        self.key.setWordWrap(True)
 
         grid = QWidget()
         plots = QGridLayout(grid)
@@ -86,15 +88,20 @@ class AgreementView(QWidget):
             w.setLabel("bottom", xlabel)
             w.setLabel("left", "fraction of documents")
             w.setMouseEnabled(False, False)
-            w.addLegend(offset=(-5, 5))
+            w.getAxis("left").enableAutoSIPrefix(False)
             self.plots[key] = w
             plots.addWidget(w, n // 2, n % 2)
         self.roc = roc_plot("Contrast ROC, held-out documents")
         self.roc.addLegend(offset=(-5, -5))
         plots.addWidget(self.roc, 1, 1)
 
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.table, 1)
+        left_layout.addWidget(self.key)
         body = QSplitter(Qt.Orientation.Horizontal)
-        body.addWidget(self.table)
+        body.addWidget(left)
         body.addWidget(grid)
         body.setSizes([520, 740])
         body.setChildrenCollapsible(False)
@@ -121,9 +128,10 @@ class AgreementView(QWidget):
     def clear(self) -> None:
         self.data = None
         self.table.setRowCount(0)
+        self.key.setText("")
         for w in list(self.plots.values()) + [self.roc]:
             w.clear()
-            w.plotItem.legend.clear()
+        self.roc.plotItem.legend.clear()
         self.export_button.setEnabled(False)
 
     def show_result(self, data: dict) -> None:
@@ -136,29 +144,42 @@ class AgreementView(QWidget):
             f"dictionary {data['dictionary']}. Documents per set: {n_docs}. Green: at or within {NEAR} of the "
             f"seed's value. Evaluated in {data.get('seconds', 0):.0f} s.")
         self._fill_table(data)
+        self.key.setText("Histograms: " + " · ".join(
+            f'<b style="color:{_colour(k)}">■ {_short(s["title"])}</b>' for k, s in sets.items())
+            + "; dashed: the seed's mean for that set.")
         for key, _, _ in PLOTS:
             self._histograms(self.plots[key], sets, key)
         self._roc(sets)
         self.export_button.setEnabled(True)
 
     def _fill_table(self, data: dict) -> None:
-        rows = table_rows(data)
-        self.table.setRowCount(len(rows))
-        previous = None
-        for r, (title, metric, ours, seed) in enumerate(rows):
-            cells = [title if title != previous else "", metric, f"{ours:.3f}" if ours is not None else "–",
-                     f"{seed:.2f}" if seed is not None else ""]
-            previous = title
-            for c, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if c >= 2:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if c == 2 and seed is not None and ours is not None:
-                    good = ours >= seed - NEAR
-                    item.setForeground(QBrush(QColor("#1b7f3b" if good else "#b35900")))
-                    item.setToolTip(f"{ours - seed:+.3f} against the seed's {seed:.2f}")
-                self.table.setItem(r, c, item)
-        self.table.resizeRowsToContents()
+        """A bold row per set of documents (in its histogram colour), its metrics below."""
+        self.table.setRowCount(0)
+        for key, s in data["sets"].items():
+            r = self.table.rowCount()
+            self.table.insertRow(r)
+            seen = f", {s['seen_in_training']:,} seen in training" if s.get("seen_in_training") else ""
+            title = QTableWidgetItem(f"{s['title']}: {s['n_documents']:,} documents{seen}")
+            font = title.font()
+            font.setBold(True)
+            title.setFont(font)
+            title.setForeground(QBrush(QColor(_colour(key))))
+            self.table.setItem(r, 0, title)
+            self.table.setSpan(r, 0, 1, 3)
+            for metric, ours, seed in s["rows"]:
+                r = self.table.rowCount()
+                self.table.insertRow(r)
+                cells = [f"   {metric}", f"{ours:.3f}" if ours is not None else "–",
+                         f"{seed:.2f}" if seed is not None else ""]
+                for c, text in enumerate(cells):
+                    item = QTableWidgetItem(text)
+                    if c >= 1:
+                        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    if c == 1 and seed is not None and ours is not None:
+                        good = ours >= seed - NEAR
+                        item.setForeground(QBrush(QColor("#1b7f3b" if good else "#b35900")))
+                        item.setToolTip(f"{ours - seed:+.3f} against the seed's {seed:.2f}")
+                    self.table.setItem(r, c, item)
 
     def _histograms(self, plot: pg.PlotWidget, sets: dict, key: str) -> None:
         """One outline histogram per set (fractions, so sets of any size compare), and a dashed
@@ -171,18 +192,17 @@ class AgreementView(QWidget):
                 else np.linspace(min(-0.2, both.min()), max(1.0, both.max()), 25))
         for set_key, v in values.items():
             counts, _ = np.histogram(v, bins=bins)
-            plot.plot(bins, counts / len(v), stepMode="center", pen=pg.mkPen(_colour(set_key), width=2),
-                      name=f"{_short(sets[set_key]['title'])}: mean {v.mean():.2f}")
+            plot.plot(bins, counts / len(v), stepMode="center", pen=pg.mkPen(_colour(set_key), width=2))
         seeds = {}
         for set_key in values:
             seed = (sets[set_key].get("seed") or {}).get(key)
             if seed is not None:
                 seeds.setdefault(seed, set_key)
-        for seed, set_key in seeds.items():
-            where = "in distribution" if sets[set_key]["in_distribution"] else "out of distribution"
+        for n, (seed, set_key) in enumerate(seeds.items()):
+            where = "ID" if sets[set_key]["in_distribution"] else "OOD"
             plot.addItem(pg.InfiniteLine(seed, angle=90, pen=pg.mkPen(_colour(set_key), style=Qt.PenStyle.DashLine),
-                                         label=f"seed {seed:.2f} ({where})",
-                                         labelOpts={"position": 0.85, "color": "#404040"}))
+                                         label=f"seed {where} {seed:.2f}",
+                                         labelOpts={"position": 0.93 - 0.1 * n, "color": "#404040"}))
 
     def _roc(self, sets: dict) -> None:
         self.roc.plot([0, 1], [0, 1], pen=pg.mkPen("#b0b0b0", style=Qt.PenStyle.DashLine))
@@ -191,7 +211,7 @@ class AgreementView(QWidget):
                 auc = s.get(f"auc_{space}")
                 self.roc.plot(curve[0], curve[1], pen=pg.mkPen(SPACE_COLOURS.get(space, OTHER_COLOUR), width=2),
                               name=f"{space}: AUC {auc:.3f}" if auc is not None else space)
-                self.roc.setTitle(f"Contrast ROC, held-out: {s.get('contrast', '')}")
+                self.roc.setTitle(f"Held-out ROC: {s.get('contrast', '')}")
 
     # ------------------------------------------------------------------ export
 

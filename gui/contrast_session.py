@@ -181,6 +181,7 @@ class ContrastSession(QObject):
             ev, values, note = result
             self.evaluation, self.space, self.labels = ev, space, labels
             self.view.clear_head(space.key == "student")
+            self.view.verdict.setText("")  # it was the previous contrast's
             cv = ev.contrast
             neg = cv.negative
             self.view.show_result(ContrastResult(

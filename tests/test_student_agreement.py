@@ -176,11 +176,13 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
         view.evaluate_button.click()
     saved = AgreementEvaluation.load(student_dir)
     rows = saved.rows()
-    assert view.table.rowCount() == len(rows) == 3 + 5 + 3
-    for r, (_, metric, ours, seed) in enumerate(rows):
-        assert view.table.item(r, 1).text() == metric
-        assert view.table.item(r, 2).text() == f"{ours:.3f}"
-        assert view.table.item(r, 3).text() == (f"{seed:.2f}" if seed is not None else "")
+    assert view.table.rowCount() == len(rows) + 3 == 3 + 5 + 3 + 3  # a title row per set
+    shown = [r for r in range(view.table.rowCount()) if view.table.item(r, 1) is not None]
+    assert view.table.item(0, 0).text().startswith(saved.titles["id"])
+    for r, (_, metric, ours, seed) in zip(shown, rows):
+        assert view.table.item(r, 0).text().strip() == metric
+        assert view.table.item(r, 1).text() == f"{ours:.3f}"
+        assert view.table.item(r, 2).text() == (f"{seed:.2f}" if seed is not None else "")
     # Histograms: one curve per set, of the per-document values saved.
     curves = view.plots["cosines"].plotItem.listDataItems()
     assert len(curves) == 3
@@ -194,7 +196,7 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert view.table.rowCount() == 0
     with qtbot.waitSignal(window.agreement.shown, timeout=TIMEOUT_MS):
         window.open_student(str(student_dir))
-    assert view.table.rowCount() == 11
+    assert view.table.rowCount() == 14
 
 
 def test_contrast_tab_fine_tunes_a_head_on_the_same_split(qtbot, make_window, tiny_teacher, student_dir, sae_dir):
