@@ -106,7 +106,9 @@ class StudentModel(nn.Module):
             raise ValueError(f"Input of {T} tokens is longer than the student's max_positions "
                              f"({self.cfg.max_positions}).")
         x = self.proj(self.embed(ids_BT)) + self.pos.weight[:T]
-        key_ok = mask_BT.bool()[:, None, None, :]
+        # No mask when nothing is padded: SDPA then takes its fused kernel (length-bucketed
+        # batches often have no padding at all).
+        key_ok = None if bool(mask_BT.all()) else mask_BT.bool()[:, None, None, :]
         for block in self.blocks:
             x = block(x, key_ok)
         return self.ln_f(x)
