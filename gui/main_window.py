@@ -373,6 +373,11 @@ class MainWindow(QMainWindow):
                                    on_result=lambda student: self.set_student(student, name),
                                    on_error=self._show_error))
 
+    def open_student_and_agreement(self, folder: str) -> Task:
+        """From the Training tab: open a finished run's student and show its agreement."""
+        self.tabs.setCurrentIndex(3)
+        return self.open_student(folder)
+
     def set_student(self, student, name: str = "") -> None:
         self.student, self.student_name = student, (name if student is not None else "")
         self.act_close_student.setEnabled(student is not None)
@@ -746,6 +751,7 @@ class MainWindow(QMainWindow):
             self.run_bridge.share_teacher(self.job_teacher)
             self.training_view = TrainingView(self.run_bridge)
             self.training_view.clone_requested.connect(lambda run: self.new_training_run(run.spec))
+            self.training_view.student_requested.connect(self.open_student_and_agreement)
             self.training_view.new_run_requested.connect(lambda: self.new_training_run())
             self.training_tab.layout().addWidget(self.training_view)
         return self.training_view

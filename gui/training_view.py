@@ -37,6 +37,7 @@ NO_SELECTION = "Select a run on the left to see its curves.\nCtrl+click or Shift
 
 class TrainingView(QWidget):
     clone_requested = Signal(object)  # a core Run: open its spec in the wizard
+    student_requested = Signal(str)  # a finished student run's artifacts/student folder
     new_run_requested = Signal()  # the empty state's button
     runs_refreshed = Signal()  # the list was re-read (tests wait on it)
 
@@ -233,6 +234,9 @@ class TrainingView(QWidget):
                                    "Continue this stopped run from its latest checkpoint")
         self.act_clone = action("Clone…", self.clone, SP.SP_FileDialogNewFolder,
                                 "Open this run's settings in the training wizard, to start a new run from them")
+        self.act_student = action("Open student", self.open_student, SP.SP_ArrowForward,
+                                  "Open this run's student: its agreement with the teacher, its feature "
+                                  "bars beside the teacher's, contrasts on its vectors")
         self.act_open = action("Open folder", self.open_folder, SP.SP_DirOpenIcon,
                                "Show the run folder (spec, metrics, checkpoints, artifacts)")
         self.act_delete = action("Delete…", self.delete_current, SP.SP_TrashIcon,
@@ -250,7 +254,8 @@ class TrainingView(QWidget):
             self.buttons[name] = button(a)
             self.buttons_top.addWidget(self.buttons[name])
         self.buttons_top.addStretch(1)
-        for name, a in (("clone", self.act_clone), ("open", self.act_open), ("delete", self.act_delete)):
+        for name, a in (("student", self.act_student), ("clone", self.act_clone), ("open", self.act_open),
+                        ("delete", self.act_delete)):
             self.buttons[name] = button(a)
             self.buttons_bottom.addWidget(self.buttons[name])
         self.buttons_bottom.addStretch(1)
@@ -419,6 +424,7 @@ class TrainingView(QWidget):
         self.act_continue.setEnabled(self._can_continue(row))
         self.act_clone.setEnabled(row is not None and row.spec_ok)
         self.act_open.setEnabled(row is not None)
+        self.act_student.setEnabled(self._student_folder(row) is not None)
         self.act_delete.setEnabled(row is not None and self._delete_refusal(row) is None)
 
     def _can_continue(self, row: Optional[RunRow]) -> bool:
@@ -459,6 +465,16 @@ class TrainingView(QWidget):
         row = self.current_row()
         if row is not None and row.spec_ok:
             self.clone_requested.emit(row.run)
+
+    @staticmethod
+    def _student_folder(row: Optional[RunRow]) -> Optional[Path]:
+        folder = row.run.folder / "artifacts" / "student" if row is not None else None
+        return folder if folder is not None and (folder / "student.json").is_file() else None
+
+    def open_student(self) -> None:
+        folder = self._student_folder(self.current_row())
+        if folder is not None:
+            self.student_requested.emit(str(folder))
 
     def open_folder(self) -> None:
         row = self.current_row()

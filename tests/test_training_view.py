@@ -153,6 +153,16 @@ def test_a_student_run_shows_its_validation_curves(qtbot, view):
     qtbot.waitUntil(lambda: view.curves.point_count(run.id, "val_cosine") == 3, timeout=3_000)
     assert view.curves.point_count(run.id, "loss") == 6
     assert [m for m, a in view.metric_actions.items() if a.isChecked()] == ["loss", "val_mse", "val_cosine"]
+    # Its student opens from here once the run has written one.
+    assert not view.buttons["student"].isEnabled()
+    folder = run.folder / "artifacts" / "student"
+    folder.mkdir(parents=True)
+    (folder / "student.json").write_text("{}")
+    view._update_actions()
+    assert view.buttons["student"].isEnabled()
+    with qtbot.waitSignal(view.student_requested, timeout=3_000) as signal:
+        view.buttons["student"].click()
+    assert signal.args == [str(folder)]
 
 
 # -- a live job through the bridge ---------------------------------------------------------------
@@ -172,7 +182,7 @@ def test_live_curves_pause_resume_cancel_and_resume_from_checkpoint(qtbot, view,
         assert view.curves.point_count(run.id, metric) > 0
     qtbot.waitUntil(lambda: state(view, run.id) == "running", timeout=5_000)
     assert enabled(view) == {"pause": True, "resume": False, "cancel": True, "continue": False,
-                             "clone": True, "open": True, "delete": False}
+                             "student": False, "clone": True, "open": True, "delete": False}
 
     click(qtbot, view, "pause")
     qtbot.waitUntil(lambda: state(view, run.id) == "paused", timeout=3_000)
@@ -304,7 +314,7 @@ def test_interrupted_run_clone_and_delete(qtbot, view, monkeypatch):
 
     view.select_runs([interrupted.id])
     assert enabled(view) == {"pause": False, "resume": False, "cancel": False, "continue": True,
-                             "clone": True, "open": True, "delete": True}
+                             "student": False, "clone": True, "open": True, "delete": True}
     with qtbot.waitSignal(view.clone_requested, timeout=1_000) as blocker:
         click(qtbot, view, "clone")
     assert blocker.args[0].id == interrupted.id and blocker.args[0].spec.run.name == "crashed"

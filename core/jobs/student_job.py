@@ -155,9 +155,13 @@ def _agreement(spec: JobSpec, teacher: Teacher, student: Student, ctx: JobContex
                 "`distillscope agreement RUN --dictionary DIR` with one that does")
         return
     ctx.report(0, 1, "Agreement with the teacher")
-    sets, seen = default_sets(student)
-    result = evaluate_agreement(student, teacher, sae, sets, ctx, seen_texts=seen,
-                                dictionary_name=STARTER_DICTIONARY.name)
+    try:
+        sets, seen = default_sets(student)
+        result = evaluate_agreement(student, teacher, sae, sets, ctx, seen_texts=seen,
+                                    dictionary_name=STARTER_DICTIONARY.name)
+    except DistillscopeError as exc:  # the student is saved: a missing corpus must not fail the run
+        ctx.log(f"agreement not computed: {exc.what} {exc.hint}")
+        return
     result.save(student.folder)
     for line in result.table().splitlines():
         ctx.log(f"agreement: {line}" if line.strip() else "agreement:")
