@@ -216,7 +216,8 @@ def details_html(row: RunRow, progress: str = "") -> str:
     spec = row.spec
     if spec is not None and spec.kind == "student":
         s, t = spec.student, spec.train
-        lines.append(esc(f"Student {s.n_layers} layers x {s.d_hidden}, {s.target} targets · {spec.data.teacher} · "
+        target = {"tokens": "token-level", "pooled": "pooled"}.get(s.target, s.target)
+        lines.append(esc(f"Student {s.n_layers} layers x {s.d_hidden}, {target} targets · {spec.data.teacher} · "
                          f"{spec.data.hook} · {spec.data.corpus}"))
         lines.append(esc(f"lr {t.lr:g} · {t.batch_size:,} documents a step · at most {t.epochs} epochs"))
     elif spec is not None:
