@@ -120,14 +120,19 @@ class AgreementReport:
     in_distribution: bool = True  # which of the seed's reference values apply
     extra: dict = field(default_factory=dict)
 
+    def seed_values(self) -> dict[str, Optional[float]]:
+        """The seed's value for each of the three per-document numbers (None where it gave none)."""
+        i = 0 if self.in_distribution else 1
+        return {"cosine": SEED_COSINE if self.in_distribution else None, "correlation": SEED_CORRELATION[i],
+                "overlap": SEED_TOP20_OVERLAP[i] if self.k == 20 else None}
+
     def as_rows(self) -> list[tuple[str, Optional[float], Optional[float]]]:
         """(metric, ours, seed) rows for a table; seed None where it reported no value."""
-        i = 0 if self.in_distribution else 1
+        seed = self.seed_values()
         rows = [
-            ("mean cosine (z-normalized)", self.cosine, SEED_COSINE if self.in_distribution else None),
-            ("feature score correlation", self.correlation, SEED_CORRELATION[i]),
-            (f"top-{self.k} feature overlap", self.top_k_overlap,
-             SEED_TOP20_OVERLAP[i] if self.k == 20 else None),
+            ("mean cosine (z-normalized)", self.cosine, seed["cosine"]),
+            ("feature score correlation", self.correlation, seed["correlation"]),
+            (f"top-{self.k} feature overlap", self.top_k_overlap, seed["overlap"]),
         ]
         if self.auc_teacher is not None:
             # The seed's AUCs are on held-out RAID, an in-distribution set.

@@ -408,6 +408,19 @@ def _read_corpus(inputs: list[str]):
     return corpus
 
 
+def _read_file(file: str, verb: str):
+    """The corpus a FILE argument names: a text file, a .jsonl/.csv/.tsv file or a folder, or
+    '-' for standard input; warnings printed, an error when nothing is left to `verb`."""
+    from core.documents import from_text, load_path
+
+    corpus = from_text(sys.stdin.read(), id="stdin") if file == "-" else load_path(file)
+    for problem in corpus.problems[:20]:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not corpus.documents:
+        raise DistillscopeError(f"No text to {verb} in {file}.", "See the warnings above.")
+    return corpus
+
+
 def _open_dictionary(folder: Optional[str]):
     from pathlib import Path
 
@@ -438,7 +451,6 @@ def _token_reference(teacher, sae, inputs: list[str], state):
 def cmd_features(args) -> int:
     import json
 
-    from core.documents import from_text, load_path
     from core.features import document_scores, load_labels, load_reference
     from core.features.scoring import sae_hook
     from core.models import load_teacher
@@ -453,14 +465,7 @@ def cmd_features(args) -> int:
     if student is not None and args.method != "projection":
         raise DistillscopeError("A student predicts document vectors, not token activations.",
                                 "Use --method projection with a student.")
-    if args.file == "-":
-        corpus = from_text(sys.stdin.read(), id="stdin")
-    else:
-        corpus = load_path(args.file)
-    for problem in corpus.problems[:20]:
-        print(f"warning: {problem}", file=sys.stderr)
-    if not corpus.documents:
-        raise DistillscopeError(f"No text to score in {args.file}.", "See the warnings above.")
+    corpus = _read_file(args.file, "score")
     reference = load_reference(folder) if args.method == "projection" else None
     bar, update = _progress_bar()
     state = TaskState(update)
@@ -553,7 +558,6 @@ def _student_scores(student, sae, folder, reference, documents, state):
 
     from core.features import projection_scores
     from core.models import HookPoint
-
     from core.student.evaluation import check_dictionary
 
     hook = HookPoint.parse(student.hook)

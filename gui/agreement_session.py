@@ -74,12 +74,11 @@ class AgreementSession(QObject):
             from core.features import STARTER_DICTIONARY
             from core.student.evaluation import default_sets, evaluate_agreement
 
-            nonlocal sae, dictionary_name
-            if sae is None:  # the window's dictionary reads another layer: the starter, if it fits
-                sae, dictionary_name = load(STARTER_DICTIONARY), STARTER_DICTIONARY.name
+            # The window's dictionary when it reads the student's layer, else the starter (if it fits)
+            used, name = (sae, dictionary_name) if sae is not None else (load(STARTER_DICTIONARY),
+                                                                        STARTER_DICTIONARY.name)
             sets, seen = default_sets(student)
-            result = evaluate_agreement(student, teacher, sae, sets, state, seen_texts=seen,
-                                        dictionary_name=dictionary_name)
+            result = evaluate_agreement(student, teacher, used, sets, state, seen_texts=seen, dictionary_name=name)
             if student.folder is not None:
                 result.save(student.folder)
             return result.to_json()

@@ -5,12 +5,12 @@ by a contrast vector, on the teacher's or a student's vectors). Registered by co
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from core.errors import DistillscopeError
 
 CLASSIFY_MAX_LENGTH = 256  # tokens per document, as the demo sets' vectors were taken
+DEFAULT_HOOK = "resid_post.6"  # where the teacher's contrast is built (the starter dictionary's layer)
 
 
 def add_parsers(sub) -> dict:
@@ -133,49 +133,36 @@ def _contrast_file(name: str) -> Path:
                             "provenance contrast.")
 
 
-def _read_documents(file: str):
-    from core.documents import from_text, load_path
-
-    corpus = from_text(sys.stdin.read(), id="stdin") if file == "-" else load_path(file)
-    for problem in corpus.problems[:20]:
-        print(f"warning: {problem}", file=sys.stderr)
-    if not corpus.documents:
-        raise DistillscopeError(f"No text to classify in {file}.", "See the warnings above.")
-    return corpus.documents
-
-
 def cmd_classify(args) -> int:
-    from core.cli import _progress_bar
+    from core.cli import _progress_bar, _read_file
     from core.progress import TaskState
 
-    documents = _read_documents(args.file)
+    documents = _read_file(args.file, "classify").documents
     student = None if args.model == "teacher" else _load_student(args.model, args.device)
     bar, update = _progress_bar()
     state = TaskState(update)
     try:
         if student is not None:
             space = f"student {student.folder}"
-            embed = lambda docs: student.vectors([d.text for d in docs], state)  # noqa: E731
-            teacher_raw = None
+
+            def vectors(docs, hook: str, cached: bool):  # already in the student's z-space
+                return student.vectors([d.text for d in docs], state)
         else:
             from core.models import load_teacher
+            from core.student.evaluation import teacher_pooled
 
             teacher = load_teacher("bundled", device=args.device, state=state)
-            embed = None
-
-            def teacher_raw(docs, hook):
-                from core.student.evaluation import teacher_pooled
-
-                return teacher_pooled(teacher, docs, hook, CLASSIFY_MAX_LENGTH, state)
             space = f"teacher {teacher.name}"
+
+            def vectors(docs, hook: str, cached: bool):  # raw pooled residuals
+                if cached:  # a labelled corpus, read again on every run
+                    return teacher_pooled(teacher, docs, hook, CLASSIFY_MAX_LENGTH, state)
+                return _raw_for_new_text(teacher, docs, hook, state)
         if args.contrast:
-            cv, auc_note = _saved_contrast(args.contrast, student), "saved contrast"
+            cv, note = _saved_contrast(args.contrast, student), "saved contrast"
         else:
-            cv, auc_note = _provenance_contrast(args, embed, teacher_raw, state)
-        if student is not None:
-            z = embed(documents)
-        else:
-            z = cv.normalize(_raw_for_new_text(teacher, documents, cv.hook, state))
+            cv, note = _corpus_contrast(args, vectors, normalize=student is None)
+        z = cv.normalize(vectors(documents, cv.hook, cached=False))
     finally:
         bar.close()
     scores = cv.score(z).tolist()
@@ -185,7 +172,7 @@ def cmd_classify(args) -> int:
         print(json.dumps({"contrast": cv.name, "space": space, "threshold": cv.threshold,
                           "held_out_auc": cv.held_out_auc, "documents": rows}, indent=1, ensure_ascii=False))
         return 0
-    print(f"contrast '{cv.name}' on {space} vectors ({auc_note}); "
+    print(f"contrast '{cv.name}' on {space} vectors ({note}); "
           f"score >= {cv.threshold:+.3f} means {cv.positive}")
     width = max(len(r["id"]) for r in rows)
     for r in rows:
@@ -223,26 +210,24 @@ def _saved_contrast(name: str, student):
     return cv
 
 
-def _provenance_contrast(args, embed, teacher_raw, state):
-    """The contrast built on 80% of each class of --corpus, held-out AUC on the rest."""
+def _corpus_contrast(args, vectors, normalize: bool):
+    """The contrast of --positive against --negative built on 80% of each class of --corpus,
+    its held-out AUC on the rest. `normalize`: z-score raw (teacher) vectors against the corpus
+    and keep that reference with the contrast."""
     from core.contrast import evaluate_contrast, split_held_out
     from core.documents import load_corpus
     from core.similarity import zscore
 
     docs = [d for d in load_corpus([args.corpus]).documents if d.label]
     labels = [d.label for d in docs]
-    negative = None if args.negative == "rest" else args.negative
-    mean = std = None
-    hook = "resid_post.6"
-    if embed is not None:
-        z = embed(docs)
-    else:
-        raw = teacher_raw(docs, hook)
-        mean, std = raw.mean(0), raw.std(0)
-        z = zscore(raw, mean, std)
-    ev = evaluate_contrast(z, labels, args.positive, negative, split_held_out(labels, 0.2),
-                           corpus=args.corpus)
+    hook = DEFAULT_HOOK
+    x = vectors(docs, hook, cached=True)
+    mean, std = (x.mean(0), x.std(0)) if normalize else (None, None)
+    ev = evaluate_contrast(zscore(x, mean, std) if normalize else x, labels, args.positive,
+                           None if args.negative == "rest" else args.negative,
+                           split_held_out(labels, 0.2), corpus=args.corpus)
     cv = ev.contrast
     cv.hook, cv.mean, cv.std = hook, mean, std
     n = sum(ev.n_held_out.values())
-    return cv, f"built on {sum(cv.n_per_class.values())} documents of '{args.corpus}', held-out AUC {ev.held_out_auc:.3f} on {n}"
+    return cv, (f"built on {sum(cv.n_per_class.values())} documents of '{args.corpus}', "
+                f"held-out AUC {ev.held_out_auc:.3f} on {n}")

@@ -146,7 +146,8 @@ class AgreementEvaluation:
                          "cosine": r.cosine, "correlation": r.correlation, "top_k_overlap": r.top_k_overlap,
                          "k": r.k, "auc_teacher": r.auc_teacher, "auc_student": r.auc_student,
                          "contrast": r.contrast, "rows": [list(row) for row in r.as_rows()],
-                         "seed": seed_means(r), "cosines": values(r.cosines),
+                         "seed": {f"{k}s": v for k, v in r.seed_values().items()},  # keyed as the lists
+                         "cosines": values(r.cosines),
                          "correlations": values(r.correlations), "overlaps": values(r.overlaps),
                          "roc": {space: [values(torch.as_tensor(c)) for c in curve]
                                  for space, curve in self.roc.get(key, {}).items()}}
@@ -186,12 +187,6 @@ class AgreementEvaluation:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DistillscopeError(f"'{path}' cannot be read ({exc.__class__.__name__}).",
                                     "Evaluate the student again; that rewrites it.")
-
-
-def seed_means(report: AgreementReport) -> dict:
-    """The seed's value for the mean of each per-document list (None where it gave none)."""
-    rows = {metric.split(" ")[0]: seed for metric, _, seed in report.as_rows()}
-    return {"cosines": rows.get("mean"), "correlations": rows.get("feature"), "overlaps": rows.get(f"top-{report.k}")}
 
 
 def check_dictionary(student, sae) -> None:
