@@ -639,8 +639,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     _add_export(sub)
     _add_embed(sub)
     from core.student.cli import add_parsers as add_student_parsers
+    from core.steering_cli import add_parsers as add_steering_parsers
 
     student_commands = add_student_parsers(sub)
+    student_commands.update(add_steering_parsers(sub))
     args = parser.parse_args(argv)
     try:
         return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs, "features": cmd_features,

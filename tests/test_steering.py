@@ -1,0 +1,330 @@
+"""Steering (issue 6) on tiny random models: where the vector lands, that nothing is left behind."""
+
+import pytest
+import torch
+
+from core.contrast import ContrastVector, contrast_vector
+from core.dictionaries import SAEConfig, create
+from core.errors import Cancelled, DistillscopeError
+from core.progress import TaskState
+from core.steering import (Direction, Steering, generate_stream, generate_tokens, measure_typical_norm,
+                           steer, typical_norm)
+
+PROMPT = "the quick brown fox jumps"
+LAYER = 1
+
+
+def _ids(teacher, text=PROMPT):
+    return torch.tensor([teacher.tokenize([text], 64)[0]])
+
+
+def _hidden(teacher, ids):
+    with torch.no_grad():
+        return teacher.model(input_ids=ids, output_hidden_states=True).hidden_states
+
+
+def _logits(teacher, ids):
+    with torch.no_grad():
+        return teacher.model(input_ids=ids).logits
+
+
+def _hooks(teacher):
+    """Every forward hook and pre-hook on the model and its blocks. transformers installs its
+    own output recorders on the blocks the first time hidden states are asked for; those stay."""
+    return [(name, kind, fn) for name, module in [("model", teacher.model)] + list(enumerate(teacher.layers))
+            for kind, hooks in (("post", module._forward_hooks), ("pre", module._forward_pre_hooks))
+            for fn in hooks.values()]
+
+
+def _no_hooks(teacher):
+    ours = [h for h in _hooks(teacher) if h[2].__module__ == "core.steering"]
+    assert not ours, f"steering hooks left behind: {ours}"
+    assert all("output_capturing" in h[2].__qualname__ for h in _hooks(teacher)), _hooks(teacher)
+
+
+def _direction(teacher, layer=LAYER, seed=0, name="random"):
+    g = torch.Generator().manual_seed(seed)
+    return Direction.from_vector(name, torch.randn(teacher.d_model, generator=g), f"resid_post.{layer}")
+
+
+def test_steering_raises_projection_at_layer_and_next_not_bos(tiny_teacher):
+    d = _direction(tiny_teacher)
+    alpha = 2.0
+    ids = _ids(tiny_teacher)
+    base = _hidden(tiny_teacher, ids)
+    with steer(tiny_teacher, [(d, alpha)]) as s:
+        steered = _hidden(tiny_teacher, ids)
+    norm = s.norms[f"resid_post.{LAYER}"]
+    u = d.unit
+    # hidden_states[L + 1] is block L's output
+    for layer in range(LAYER + 1):  # blocks before the steered one: untouched
+        torch.testing.assert_close(steered[layer], base[layer], rtol=0, atol=0)
+    rise = (steered[LAYER + 1] - base[LAYER + 1]) @ u  # [1, T]
+    torch.testing.assert_close(rise[0, 1:], torch.full_like(rise[0, 1:], alpha * norm), rtol=1e-4, atol=1e-4)
+    nxt = (steered[LAYER + 2] - base[LAYER + 2]) @ u
+    assert (nxt[0, 1:] > 0.5 * alpha * norm).all(), nxt  # carried on by the residual connection
+    for layer in range(len(base)):  # BOS attends only to itself: never changed, at any depth
+        torch.testing.assert_close(steered[layer][0, 0], base[layer][0, 0], rtol=0, atol=0)
+    _no_hooks(tiny_teacher)
+
+
+def test_two_directions_on_two_layers_add_up(tiny_teacher):
+    a, b, c = (_direction(tiny_teacher, layer, seed) for layer, seed in ((0, 1), (2, 2), (2, 3)))
+    ids = _ids(tiny_teacher)
+    base = _hidden(tiny_teacher, ids)
+    with Steering(tiny_teacher, [(a, 1.0), (b, 0.5), (c, -0.5)]) as s:
+        assert sorted(s.added) == [0, 2]
+        steered = _hidden(tiny_teacher, ids)
+    assert s.norms.keys() == {"resid_post.0", "resid_post.2"}
+    torch.testing.assert_close(((steered[1] - base[1]) @ a.unit)[0, 1:],
+                               torch.full((ids.shape[1] - 1,), s.norms["resid_post.0"]), rtol=1e-4, atol=1e-4)
+    # at block 2 the difference is the two vectors plus what block 0's vector did on the way
+    with Steering(tiny_teacher, [(a, 1.0)]):
+        only_a = _hidden(tiny_teacher, ids)
+    n2 = s.norms["resid_post.2"]
+    torch.testing.assert_close((steered[3] - only_a[3])[0, 1:],
+                               (0.5 * n2 * b.unit - 0.5 * n2 * c.unit).expand(ids.shape[1] - 1, -1),
+                               rtol=1e-4, atol=1e-4)
+    _no_hooks(tiny_teacher)
+
+
+def test_alpha_zero_leaves_logits_and_generation_identical(tiny_teacher):
+    d = _direction(tiny_teacher)
+    ids = _ids(tiny_teacher)
+    base = _logits(tiny_teacher, ids)
+    with steer(tiny_teacher, [(d, 0.0)]):
+        zero = _logits(tiny_teacher, ids)
+    assert torch.equal(base, zero)
+    prompt = tiny_teacher.tokenize([PROMPT], 64)[0]
+    assert list(generate_tokens(tiny_teacher, prompt, [(d, 0.0)], 12)) == \
+        list(generate_tokens(tiny_teacher, prompt, [], 12))
+
+
+def test_stream_matches_greedy_generate(tiny_teacher):
+    """Unsteered: the KV-cached stream equals transformers' greedy generate, token for token and
+    as text. Steered: it equals generate without a cache, where every step reruns the whole
+    sequence, so the 1-token cached passes are steered (and only position 0 is left out)."""
+    tok = tiny_teacher.tokenizer
+    prompt = tiny_teacher.tokenize([PROMPT], 64)[0]
+    ids = torch.tensor([prompt])
+    n = 14  # past the tiny model's sliding window (16) with the prompt
+    ref = tiny_teacher.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                      do_sample=False)[0, len(prompt):].tolist()
+    got_ids: list = []
+    text = "".join(generate_stream(tiny_teacher, PROMPT, max_new_tokens=n, token_ids=got_ids))
+    assert got_ids == ref
+    full = tok.decode(prompt + ref, skip_special_tokens=True)
+    assert text == full[len(tok.decode(prompt, skip_special_tokens=True)):]
+
+    d = _direction(tiny_teacher, seed=5)
+    terms = [(d, 0.7)]
+    steered = list(generate_tokens(tiny_teacher, prompt, terms, n))
+    assert steered != ref  # the steering does something here
+    with steer(tiny_teacher, terms):
+        uncached = tiny_teacher.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                               do_sample=False, use_cache=False)[0, len(prompt):].tolist()
+    assert steered == uncached
+    _no_hooks(tiny_teacher)
+
+
+def test_sampling_is_seeded(tiny_teacher):
+    prompt = tiny_teacher.tokenize([PROMPT], 64)[0]
+    runs = [list(generate_tokens(tiny_teacher, prompt, [], 10, temperature=1.0, seed=s)) for s in (3, 3, 4)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_suspended_stream_holds_no_hooks(tiny_teacher):
+    d = _direction(tiny_teacher)
+    stream = generate_tokens(tiny_teacher, tiny_teacher.tokenize([PROMPT], 64)[0], [(d, 1.0)], 8)
+    next(stream)
+    _no_hooks(tiny_teacher)  # between tokens, e.g. while the base run takes its turn
+    stream.close()
+    _no_hooks(tiny_teacher)
+
+
+def test_cancel_midway_leaves_model_unchanged(tiny_teacher):
+    ids = _ids(tiny_teacher)
+    before = _logits(tiny_teacher, ids)
+    state = TaskState()
+    pieces = []
+    stream = generate_tokens(tiny_teacher, ids[0].tolist(), [(_direction(tiny_teacher), 3.0)], 20, state=state)
+    with pytest.raises(Cancelled):
+        for token in stream:
+            pieces.append(token)
+            if len(pieces) == 3:
+                state.cancel()  # as the GUI does when a slider moves
+    assert len(pieces) == 3
+    _no_hooks(tiny_teacher)
+    assert torch.equal(_logits(tiny_teacher, ids), before)
+
+
+def test_error_inside_forward_or_with_block_removes_hooks(tiny_teacher):
+    ids = _ids(tiny_teacher)
+    before = _logits(tiny_teacher, ids)
+    d = _direction(tiny_teacher)
+    calls = []
+
+    def boom(module, args, output):
+        calls.append(1)
+        if len(calls) == 3:  # on the third token's forward pass
+            raise RuntimeError("boom")
+
+    handle = tiny_teacher.layers[-1].register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            list(generate_stream(tiny_teacher, PROMPT, [(d, 2.0)], max_new_tokens=10))
+    finally:
+        handle.remove()
+    _no_hooks(tiny_teacher)
+    with pytest.raises(ValueError, match="inside"):
+        with steer(tiny_teacher, [(d, 2.0)]):
+            raise ValueError("inside")
+    _no_hooks(tiny_teacher)
+    assert torch.equal(_logits(tiny_teacher, ids), before)
+
+
+def test_typical_norm_excludes_bos(tmp_path):
+    """Hand-computed on a tiny model whose BOS embedding is made 1000x larger (as the real
+    teacher's BOS residual dwarfs the rest): the mean over non-BOS, non-pad tokens only."""
+    from core.models import load_teacher
+    from tests.conftest import build_tiny_model
+
+    teacher = load_teacher(build_tiny_model(tmp_path / "bos", n_layers=3, seed=3), device="cpu")
+    with torch.no_grad():
+        teacher.model.get_input_embeddings().weight[teacher.bos_id] *= 1000
+    texts = ["love is kind", "the early bird gets the worm, all that glitters"]  # different lengths: padding
+    norms_with_bos, norms = [], []
+    for text in texts:  # one text at a time: no padding to think about
+        ids = _ids(teacher, text)
+        h = _hidden(teacher, ids)[2][0]  # block 1's output, [T, D] (the last entry is after the final norm)
+        assert ids[0, 0] == teacher.bos_id
+        norms += [float(h[t].norm()) for t in range(1, ids.shape[1])]
+        norms_with_bos += [float(h[t].norm()) for t in range(ids.shape[1])]
+    expected = sum(norms) / len(norms)
+    with_bos = sum(norms_with_bos) / len(norms_with_bos)
+    got = measure_typical_norm(teacher, "resid_post.1", texts)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert with_bos > 5 * expected  # what leaving BOS in would have given
+    assert typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-5)
+    with torch.no_grad():  # cached per model object: a changed model is only seen after clearing
+        teacher.model.get_input_embeddings().weight.mul_(2)
+    assert typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-5)
+    from core.steering import clear_norm_cache
+    clear_norm_cache(teacher.model)
+    assert typical_norm(teacher, "resid_post.1", texts) != pytest.approx(expected, rel=1e-3)
+
+
+def test_contrast_direction_maps_back_through_std(tiny_teacher):
+    """Ground truth: the classes' raw residuals differ by a planted shift `delta` (1 in every
+    dimension) while the dimensions' spreads differ 160-fold. In z-space the contrast leans on
+    the dimensions of small spread (v ~ delta / std); times std it is the planted raw shift."""
+    g = torch.Generator().manual_seed(0)
+    D = tiny_teacher.d_model
+    std_true = torch.linspace(0.05, 8.0, D)
+    raw = torch.randn(4000, D, generator=g) * std_true + 5.0
+    delta = torch.ones(D)
+    labels = ["a"] * 2000 + ["b"] * 2000
+    raw[:2000] += delta
+    mean, std = raw.mean(0), raw.std(0)
+    cv = contrast_vector((raw - mean) / std, labels, "a", "b", name="a vs b")
+    cv.mean, cv.std, cv.hook = mean, std, f"resid_post.{LAYER}"
+    d = Direction.from_contrast(cv)
+    assert d.hook.name == f"resid_post.{LAYER}"
+    torch.testing.assert_close(d.vector, cv.vector * std)
+    cos = torch.nn.functional.cosine_similarity
+    mean_diff = raw[:2000].mean(0) - raw[2000:].mean(0)
+    assert float(cos(d.unit, mean_diff, dim=0)) == pytest.approx(1.0, abs=1e-5)  # exactly the raw means' difference
+    assert float(cos(d.unit, delta, dim=0)) > 0.98  # the planted shift
+    assert float(cos(cv.vector, delta, dim=0)) < 0.75  # unmapped, it would point elsewhere
+    d.check_fits(tiny_teacher)
+
+    student = ContrastVector("student one", cv.vector, "a", "b", space="student x", hook="resid_post.1")
+    with pytest.raises(DistillscopeError, match="cannot be mapped back"):
+        Direction.from_contrast(student)
+    with pytest.raises(DistillscopeError, match="built at resid_post.1"):
+        Direction.from_contrast(cv, hook="resid_post.2")
+
+
+def test_feature_and_vector_directions_are_checked(tiny_teacher, tmp_path):
+    sae = create(SAEConfig(d_in=tiny_teacher.d_model, d_sae=16, k=4, hook_name="resid_post.2"), seed=0)
+    d = Direction.from_feature(sae, 5, tiny_teacher)
+    assert d.hook.name == "resid_post.2" and torch.equal(d.vector, sae.W_dec[5].detach().float())
+    with pytest.raises(DistillscopeError, match="0 to 15"):
+        Direction.from_feature(sae, 16, tiny_teacher)
+    wide = create(SAEConfig(d_in=tiny_teacher.d_model + 1, d_sae=8, k=2, hook_name="resid_post.2"))
+    with pytest.raises(DistillscopeError, match="wide"):
+        Direction.from_feature(wide, 0, tiny_teacher)
+    deep = create(SAEConfig(d_in=tiny_teacher.d_model, d_sae=8, k=2, hook_name="resid_post.9"))
+    with pytest.raises(DistillscopeError, match="no layer 9"):
+        Direction.from_feature(deep, 0, tiny_teacher)
+    for bad, match in ((torch.zeros(tiny_teacher.d_model), "zero vector"),
+                       (torch.full((tiny_teacher.d_model,), float("nan")), "NaN"),
+                       (torch.ones(2, 3), "one vector")):
+        with pytest.raises(DistillscopeError, match=match):
+            Direction.from_vector("bad", bad, "resid_post.1")
+    with pytest.raises(DistillscopeError, match="resid_post"):
+        Direction.from_vector("mlp", torch.ones(4), "mlp_out.1")
+    with pytest.raises(DistillscopeError, match="wide"):
+        Steering(tiny_teacher, [(Direction.from_vector("w", torch.ones(5), "resid_post.1"), 1.0)])
+    path = d.save(tmp_path / "f5.safetensors")  # round trip with the hook in the metadata
+    again = Direction.from_file(path)
+    assert again.hook == d.hook and torch.equal(again.vector, d.vector)
+
+
+def test_cli_direction_syntax_errors_are_clear():
+    from core.steering_cli import parse_direction_arg
+
+    assert parse_direction_arg("feature:12=-4") == ("feature:12", -4.0)
+    assert parse_direction_arg("a=b.safetensors=0.5") == ("a=b.safetensors", 0.5)
+    for bad, match in (("feature:12", "not NAME=ALPHA"), ("=3", "not NAME=ALPHA"),
+                       ("feature:12=strong", "'strong'.*not a number"), ("feature:1=nan", "not finite")):
+        with pytest.raises(DistillscopeError, match=match):
+            parse_direction_arg(bad)
+
+
+def _save_sae(tiny_teacher, folder):
+    sae = create(SAEConfig(d_in=tiny_teacher.d_model, d_sae=16, k=4, hook_name="resid_post.1"), seed=1)
+    sae.save(folder)
+    return sae
+
+
+def test_cli_steer_runs_and_reports_bad_names(tiny_teacher, tiny_model_dir, tmp_path, capsys):
+    from core.cli import main
+
+    _save_sae(tiny_teacher, tmp_path / "sae")
+    vec = Direction.from_vector("v", torch.randn(tiny_teacher.d_model), "resid_post.2").save(tmp_path / "v.safetensors")
+    cv = ContrastVector("formal", torch.randn(tiny_teacher.d_model), "formal", "casual",
+                        hook="resid_post.1", mean=torch.zeros(tiny_teacher.d_model),
+                        std=torch.ones(tiny_teacher.d_model))
+    from core.contrast import contrasts_dir
+    cv.save(contrasts_dir())
+    common = ["steer", "--model", str(tiny_model_dir), "--prompt", PROMPT, "--max-new-tokens", "4",
+              "--dictionary", str(tmp_path / "sae")]
+    assert main(common + ["--direction", "feature:3=2", "--direction", f"{vec}=-1",
+                          "--direction", "contrast:formal=1.5"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == f"prompt: {PROMPT}"
+    assert lines[1].startswith("base: ") and lines[2].startswith("steered [feature:3=2, ")
+    assert "typical residual norm at resid_post.1" in err and "tok/s" in err
+
+    for direction, match in (("feature:99=1", "Feature 99 does not exist; the dictionary has features 0 to 15"),
+                             ("feature:x=1", "not a whole number"),
+                             ("contrast:nope=1", "no saved contrast called 'nope'.*formal"),
+                             ("nothing=1", "not a direction name"),
+                             ("feature:3", "not NAME=ALPHA")):
+        assert main(common + ["--direction", direction]) == 2
+        assert _matches(capsys.readouterr().err, match)
+    assert main(common + ["--direction", "feature:3=1", "--hook", "resid_post.2"]) == 2
+    assert "is at resid_post.1, but --hook says resid_post.2" in capsys.readouterr().err
+    wide = tmp_path / "wide.safetensors"
+    Direction.from_vector("w", torch.ones(tiny_teacher.d_model + 3), "resid_post.1").save(wide)
+    assert main(common + ["--direction", f"{wide}=1"]) == 2
+    assert "35 wide" in capsys.readouterr().err
+    _no_hooks(tiny_teacher)
+
+
+def _matches(text, pattern):
+    import re
+    return re.search(pattern, text, re.S) is not None
