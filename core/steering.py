@@ -14,7 +14,10 @@ is relative to the typical residual norm there: the vector added to every token 
 where `typical_norm` is the mean per-token residual norm over a few reference texts, BOS left out
 (on the bundled teacher the BOS norm is tens of times any other token's, so a mean with it would
 make the same alpha far stronger at some layers than others). alpha 1 therefore adds a vector as
-long as a typical token's whole residual. The first token of a sequence (BOS) is never steered:
+long as a typical token's whole residual. On the bundled teacher that norm is about 1,950 at
+resid_post.3, 3,745 at resid_post.6 and 13,600 at resid_post.12 (a few dimensions of very large
+magnitude carry most of it), and alpha 1 at resid_post.6 already turns greedy generation into
+one repeated token: useful strengths are well below 1. The first token of a sequence (BOS) is never steered:
 it carries no content, and every later token attends to it.
 
 Hooks are attached only for the duration of each forward pass (`Steering` as a context manager)

@@ -25,8 +25,9 @@ def add_parsers(sub) -> dict:
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--direction", action="append", required=True, metavar="NAME=ALPHA",
                    help=f"a direction and its strength (repeatable). NAME is {NAME_FORMS}. "
-                        "ALPHA 1 adds a vector as long as a typical token's residual; try 2 to 8, "
-                        "negative to push the other way")
+                        "ALPHA 1 adds a vector as long as a typical token's whole residual (on the "
+                        "bundled teacher that already derails generation into one repeated token), "
+                        "so start well below 1; negative pushes the other way")
     p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
     p.add_argument("--dictionary", metavar="DIR", default=None,
                    help="the dictionary feature:INDEX refers to (default: the starter dictionary)")
