@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Optional
 
+from core.documents import DEMO_NAMES
 from core.errors import DistillscopeError
 
 
@@ -31,7 +32,7 @@ def _add_extract(sub) -> None:
     p = sub.add_parser("extract", help="write an activation cache for a corpus",
                        description="Run documents through the teacher and stream activations at one "
                                    "hook point into a resumable cache folder.")
-    p.add_argument("inputs", nargs="+", help="files or folders (.txt .md .jsonl .csv .tsv), or a demo set: demo, demo-provenance, demo-ood")
+    p.add_argument("inputs", nargs="+", help=f"files or folders (.txt .md .jsonl .csv .tsv), or a demo set: {DEMO_NAMES}")
     p.add_argument("--out", required=True, help="cache folder (created; an interrupted run resumes)")
     p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
     p.add_argument("--layer", type=int, default=6, help="decoder block index (default 6)")
@@ -43,6 +44,9 @@ def _add_extract(sub) -> None:
     p.add_argument("--shard-mb", type=int, default=64, help="shard size in MB")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="stored dtype of the activations")
+    p.add_argument("--precision", default="exact", choices=["exact", "fast"],
+                   help="fast: the teacher in bfloat16 autocast on CPUs with AMX (about 2x faster, "
+                   "activations within 0.35%%)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--text-field", default="text", help="JSONL/CSV field holding the text")
     p.add_argument("--label-field", default="label", help="JSONL/CSV field holding the label")
@@ -58,7 +62,8 @@ def cmd_extract(args) -> int:
 
     settings = ExtractSettings(hook=f"{args.hook}.{args.layer}", mode=args.mode,
                                max_length=args.max_length, batch_tokens=args.batch_tokens,
-                               shard_mb=args.shard_mb, dtype=args.dtype)
+                               shard_mb=args.shard_mb, dtype=args.dtype,
+                               precision=args.precision)
     try:
         settings.validate()
     except ValueError as exc:
@@ -303,7 +308,7 @@ def _add_embed(sub) -> None:
                                    "teacher is not loaded and the vectors are in the student's "
                                    "z-space (its reference); with the teacher they are "
                                    "z-normalized against the corpus's own mean and std.")
-    p.add_argument("corpus", nargs="+", help="a demo set (demo, demo-provenance, demo-ood), or files/folders (.txt .md .jsonl .csv .tsv)")
+    p.add_argument("corpus", nargs="+", help=f"a demo set ({DEMO_NAMES}), or files/folders (.txt .md .jsonl .csv .tsv)")
     p.add_argument("-o", "--out", required=True, help="the .safetensors file to write")
     p.add_argument("--model", default="teacher",
                    help="'teacher' (default) or a student folder (a run folder or its artifacts/student)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,7 +21,7 @@ def auto_cache_folder(teacher: Teacher, documents: Sequence, settings: ExtractSe
     """A cache folder in the user cache dir, one per (model, corpus, settings)."""
     ids = [d.id for d in documents]
     key = json.dumps([teacher.identity(), corpus_hash(ids, [d.text for d in documents]),
-                      asdict(settings)], sort_keys=True)
+                      settings.key(results_only=False)], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return paths.cache_dir() / "activations" / digest
 

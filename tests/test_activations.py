@@ -186,6 +186,26 @@ def test_quick_pass_is_close_to_float32_and_exact_on_request(tiny_teacher, monke
         HookPoint.parse("resid_post.2")][0], exact)
 
 
+def test_fast_precision_has_its_own_cache_and_close_values(tiny_teacher, tmp_path):
+    from core.inspect import auto_cache_folder
+    from core.models import cpu_has_amx
+
+    docs = make_docs(9)
+    exact_s = ExtractSettings(hook="resid_post.2", mode="pooled", batch_tokens=256)
+    fast_s = ExtractSettings(hook="resid_post.2", mode="pooled", batch_tokens=256, precision="fast")
+    # exact leaves the key as it was before the field existed (old caches still match)
+    assert "precision" not in exact_s.key() and fast_s.key()["precision"] == "fast"
+    assert auto_cache_folder(tiny_teacher, docs, exact_s) != auto_cache_folder(tiny_teacher, docs, fast_s)
+    exact = extract(tiny_teacher, docs, tmp_path / "e", exact_s).pooled()
+    fast = extract(tiny_teacher, docs, tmp_path / "f", fast_s).pooled()
+    rel = ((fast - exact).norm() / exact.norm()).item()
+    assert rel < 0.02 and (rel > 0) == cpu_has_amx()
+    with pytest.raises(CacheError, match="different"):  # one folder holds one precision
+        extract(tiny_teacher, docs, tmp_path / "e", fast_s)
+    with pytest.raises(ValueError, match="Precision 'half' is unknown"):
+        ExtractSettings(precision="half").validate()
+
+
 def test_extraction_runs_in_a_thread_and_cancels_fast(tiny_teacher, tmp_path):
     import time
     docs = make_docs(3000, seed=4)

@@ -173,9 +173,10 @@ def _time_teacher(spec: JobSpec, teacher, token_lists) -> Optional[float]:
     batch = plan_batches([len(t) for t in token_lists], spec.data.batch_tokens)[0]
     ids, mask = pad_batch([token_lists[i] for i in batch], teacher.pad_id)
     hook = HookPoint.parse(spec.data.hook)
-    capture(teacher, ids[:1, :16], mask[:1, :16], [hook])  # warm-up: first calls are slow
+    quick = spec.data.precision == "fast"
+    capture(teacher, ids[:1, :16], mask[:1, :16], [hook], quick=quick)  # warm-up: first calls are slow
     t0 = time.perf_counter()
-    capture(teacher, ids, mask, [hook])
+    capture(teacher, ids, mask, [hook], quick=quick)
     return float(mask.sum()) / max(time.perf_counter() - t0, 1e-6)
 
 

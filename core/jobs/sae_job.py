@@ -25,13 +25,13 @@ FOREVER = 10**9  # epochs: training ends on total_tokens, not on the data
 
 
 def load_documents(corpus: str):
-    from core.documents import load_corpus
+    from core.documents import DEMO_NAMES, load_corpus
 
     docs = load_corpus([corpus])
     if not docs.documents:
         problems = "; ".join(str(p) for p in docs.problems[:3])
         raise DistillscopeError(f"No readable documents in '{corpus}'{': ' + problems if problems else ''}.",
-                                "Point [data] corpus at a file or folder of text, or use a demo set ('demo', 'demo-provenance', 'demo-ood').")
+                                f"Point [data] corpus at a file or folder of text, or use a demo set ({DEMO_NAMES}).")
     return docs.documents
 
 
@@ -52,7 +52,8 @@ def cache_settings(spec: JobSpec):
     from core.activations import ExtractSettings
 
     d = spec.data
-    return ExtractSettings(hook=d.hook, mode="tokens", max_length=d.max_length, batch_tokens=d.batch_tokens)
+    return ExtractSettings(hook=d.hook, mode="tokens", max_length=d.max_length, batch_tokens=d.batch_tokens,
+                          precision=d.precision)
 
 
 def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: JobContext,
@@ -66,7 +67,7 @@ def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: Job
 
         return teacher_batches(teacher, documents, d.hook, batch_size, max_length=d.max_length,
                                batch_tokens=d.batch_tokens, seed=seed, epochs=FOREVER, state=ctx,
-                               drop_last=drop_last, skip_batches=skip)
+                               drop_last=drop_last, skip_batches=skip, quick=d.precision == "fast")
     from core.activations import extract
     from core.inspect import auto_cache_folder
 

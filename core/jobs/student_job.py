@@ -39,7 +39,8 @@ def cache_settings(spec: JobSpec):
 
     d = spec.data
     mode = "tokens" if spec.student.target == "tokens" else "pooled"
-    return ExtractSettings(hook=d.hook, mode=mode, max_length=d.max_length, batch_tokens=d.batch_tokens)
+    return ExtractSettings(hook=d.hook, mode=mode, max_length=d.max_length, batch_tokens=d.batch_tokens,
+                          precision=d.precision)
 
 
 def _targets(spec: JobSpec, teacher: Teacher, documents, ctx: JobContext):
