@@ -156,13 +156,17 @@ DEMO_SETS = {
     "demo": ("fortunes.jsonl", "demo (fortunes)"),
     "demo-provenance": ("provenance.jsonl", "provenance demo (human vs machine)"),
     "demo-ood": ("ood.jsonl", "out-of-distribution demo (stdlib docstrings)"),
+    "demo-large": ("fortunes-large.jsonl", "large demo (13,698 fortunes, 37 collections)"),
 }
+DEMO_NAMES = ", ".join(DEMO_SETS)  # for help texts
 
 
 def load_demo(name: str = "demo") -> Corpus:
     """A bundled demo set: "demo" (labeled short texts from Debian's fortunes), "demo-provenance"
-    (those texts beside continuations the bundled teacher wrote from their opening words) or
-    "demo-ood" (Python standard-library docstrings, unlike fortunes)."""
+    (those texts beside continuations the bundled teacher wrote from their opening words),
+    "demo-ood" (Python standard-library docstrings, unlike fortunes) or "demo-large" (every
+    prose fortune of 37 collections, labeled by collection: the starter dictionary's and the
+    demo student's training text)."""
     if name not in DEMO_SETS:
         raise DocumentError(f"There is no demo set called '{name}'.", f"Use one of {', '.join(DEMO_SETS)}.")
     filename, title = DEMO_SETS[name]
@@ -172,8 +176,8 @@ def load_demo(name: str = "demo") -> Corpus:
 
 
 def load_corpus(inputs: Sequence[str], **kw) -> Corpus:
-    """What a corpus argument names: one bundled demo set by name ("demo", "demo-provenance",
-    "demo-ood"), or files and folders (`load_paths`, with its options)."""
+    """What a corpus argument names: one bundled demo set by name (DEMO_SETS), or files and
+    folders (`load_paths`, with its options)."""
     inputs = [str(i) for i in inputs]
     if len(inputs) == 1 and inputs[0] in DEMO_SETS:
         return load_demo(inputs[0])

@@ -187,6 +187,9 @@ class MainWindow(QMainWindow):
                                            "from their opening words: human vs machine")
         self.act_ood = self._action("Open Out-of-Distribution Demo &Set", lambda: self.open_demo("demo-ood"),
                                     tip="Python standard-library docstrings: text unlike the fortunes")
+        self.act_large = self._action("Open &Large Demo Corpus", lambda: self.open_demo("demo-large"),
+                                      tip="13,698 fortunes from 37 collections: the starter dictionary's "
+                                      "and the demo student's training text")
         self.act_png = self._action("Token View as &PNG…", self.export_token_png)
         self.act_csv = self._action("&Neighbours as CSV…", self.export_neighbours_csv)
         self.act_quit = self._action("&Quit", self.close, "Ctrl+Q")
@@ -235,6 +238,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_demo)
         file_menu.addAction(self.act_provenance)
         file_menu.addAction(self.act_ood)
+        file_menu.addAction(self.act_large)
         file_menu.addSeparator()
         export = file_menu.addMenu("&Export")
         export.addAction(self.act_png)
