@@ -256,8 +256,15 @@ def quick_precision(model) -> contextlib.AbstractContextManager:
     (pooled vectors: cosine 0.9999998). Caches (unless their precision is 'fast'), training and
     evaluation keep the teacher's dtype.
     """
-    if model.device.type == "cpu" and model.dtype == torch.float32 and cpu_has_amx() \
-            and os.environ.get("DISTILLSCOPE_EXACT_INSPECT") != "1":
+    if os.environ.get("DISTILLSCOPE_EXACT_INSPECT") == "1":
+        return contextlib.nullcontext()
+    return fast_precision(model.device, model.dtype)
+
+
+def fast_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast where it pays: float32 work on a CPU with AMX tiles (about 2x faster
+    for the teacher's passes and a student's training steps); else nothing."""
+    if device.type == "cpu" and dtype == torch.float32 and cpu_has_amx():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -195,17 +195,47 @@ def test_early_stopping_on_a_plateau_keeps_the_best_weights(tiny_model_dir, corp
     assert "early stop" in run.read_log()
 
 
-def test_token_level_targets_train_and_give_document_vectors(tiny_model_dir, corpus, tmp_path):
-    spec = tiny_student_spec(tiny_model_dir, corpus, epochs=3)
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+def test_token_level_targets_train_and_give_document_vectors(tiny_model_dir, corpus, tmp_path,
+                                                             precision):
+    from core.activations import ActivationCache
+
+    spec = tiny_student_spec(tiny_model_dir, corpus, epochs=3, precision=precision)
     spec.student.target = "tokens"
+    spec.data.precision = precision
     run = Run.create(spec.validate(), tmp_path / "runs")
     assert execute(run) == "done", run.status()
     evals = [row for row in run.metrics() if "val_mse" in row]
     assert evals[-1]["best_val_mse"] < evals[0]["val_mse"]
+    log = (run.folder / "log.txt").read_text()
+    cache = ActivationCache(log.split("activation cache (tokens): ")[1].splitlines()[0])
+    assert cache.manifest["key"]["settings"].get("precision", "exact") == precision
     student = Student.load(run.folder)
     assert student.token_reference is not None
     v = student.vectors(["a stitch in time", "love is kind"])
     assert v.shape == (2, 32) and torch.isfinite(v).all()
+
+
+def test_fast_training_step_is_close_to_float32():
+    from core.models import cpu_has_amx
+    from core.student.data import StudentData
+    from core.student.train import StudentTrainConfig, StudentTrainer
+
+    g = torch.Generator().manual_seed(0)
+    tokens = [[1] + torch.randint(3, 50, (n,), generator=g).tolist() for n in (5, 9, 7, 12)]
+    positions = [torch.arange(1, len(t)) for t in tokens]
+    data = StudentData(tokens, torch.randn(4, 24, generator=g),
+                       [torch.randn(len(p), 24, generator=g) for p in positions], positions)
+    losses = {}
+    for precision in ("exact", "fast"):
+        torch.manual_seed(0)
+        model = StudentModel(StudentConfig(n_layers=2, d_hidden=32, n_heads=2, d_embed=16, d_mlp=64,
+                                           max_positions=16, target="tokens"), 50, 24, 1)
+        trainer = StudentTrainer(model, StudentTrainConfig(batch_size=4, precision=precision), data, data, 0)
+        losses[precision] = trainer.train_step()["loss"]
+        assert next(model.parameters()).dtype == torch.float32  # master weights stay float32
+    assert abs(losses["fast"] - losses["exact"]) < 0.02 * losses["exact"]
+    assert (losses["fast"] != losses["exact"]) == cpu_has_amx()  # bfloat16 really ran with AMX
 
 
 # -- spec -----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ beside 0.6 s of forward+backward; SparseAdam + AdamW take 0.015 s.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from core.dictionaries.base import check_fields, option
 from core.dictionaries.train import lr_factor
+from core.models import fast_precision
 from core.student.data import StudentData, epoch_order
 from core.student.model import StudentModel
 
@@ -52,6 +54,11 @@ class StudentTrainConfig:
     log_every: int = option(5, help="Steps between training-loss reports.", min=1, unit="steps")
     seed: int = option(0, help="Seed of the initialisation, the order of the documents and dropout.",
                        min=0)
+    precision: str = option("exact", help="exact: float32 throughout; fast: the forward and "
+                            "backward passes in bfloat16 autocast on CPUs with AMX (weights and "
+                            "optimizer stay float32; 1.7x the documents per second on this "
+                            "project's CPU), float32 elsewhere. Validation is always float32.",
+                            choices=("exact", "fast"))
 
     def validate(self) -> "StudentTrainConfig":
         check_fields(self)
@@ -135,11 +142,14 @@ class StudentTrainer:
         for opt in self.opts:
             for group in opt.param_groups:
                 group["lr"] = self.lr
-        if self.tokens_mode:
-            _, tok = model(b["ids"], b["mask"], tokens=True)
-            loss = token_loss(tok, b["tokens"], model.content(b["ids"], b["mask"]))
-        else:
-            loss = doc_loss(model(b["ids"], b["mask"]), b["doc"])
+        precision = (fast_precision(device, model.out.weight.dtype) if cfg.precision == "fast"
+                     else contextlib.nullcontext())
+        with precision:
+            if self.tokens_mode:
+                _, tok = model(b["ids"], b["mask"], tokens=True)
+                loss = token_loss(tok.float(), b["tokens"], model.content(b["ids"], b["mask"]))
+            else:
+                loss = doc_loss(model(b["ids"], b["mask"]).float(), b["doc"])
         if not torch.isfinite(loss):
             from core.errors import DistillscopeError
             raise DistillscopeError(f"Training diverged at step {self.step:,} (the loss is not finite).",
