@@ -648,6 +648,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     student_commands = add_student_parsers(sub)
     student_commands.update(add_steering_parsers(sub))
+    from core.crosscoder.cli import add_parsers as add_crosscoder_parsers
+    student_commands.update(add_crosscoder_parsers(sub))
     args = parser.parse_args(argv)
     try:
         return {"extract": cmd_extract, "train": cmd_train, "runs": cmd_runs, "features": cmd_features,

@@ -26,3 +26,11 @@ __all__ = ["ARCHITECTURES", "CLASSES", "FLAG_NU_ERROR", "FLAG_NU_RECONSTRUCTION"
            "decoder_cosines", "decoder_norms", "describe", "evaluate", "histogram",
            "latent_contribution", "latent_scaling", "latent_sets", "load", "norm_report",
            "relative_norms"]
+
+# Analyses inside the two real models (ablation, reasoning tags, geometry): see their modules.
+from core.crosscoder.ablation import AblationResult, ablate, parse_latent_set  # noqa: E402
+from core.crosscoder.geometry import GeometryResult, geometry, load_quadruples, parallelogram_loss  # noqa: E402
+from core.crosscoder.reasoning import ReasoningTags, load_prompt_sets, tag_latents  # noqa: E402
+
+__all__ += ["AblationResult", "GeometryResult", "ReasoningTags", "ablate", "geometry", "load_prompt_sets",
+            "load_quadruples", "parallelogram_loss", "parse_latent_set", "tag_latents"]
