@@ -19,15 +19,19 @@ def add_parsers(sub) -> dict:
     p = sub.add_parser("steer", help="generate with directions added to the residual stream",
                        description="Prints the continuation of a prompt without and with steering: "
                                    "each direction's unit vector, times ALPHA times the typical "
-                                   "residual norm at its layer (mean over non-BOS tokens of a few "
-                                   "reference texts), is added to every token but BOS after that "
-                                   "layer. Greedy unless --temperature or --seed is given.")
+                                   "residual norm at its layer, is added to every token but BOS "
+                                   "after that layer. The typical norm is centred: the root mean "
+                                   "squared distance of a token's residual from the mean residual, "
+                                   "over the non-BOS tokens of a few reference texts (a few huge, "
+                                   "constant dimensions of the residual do not count). Greedy "
+                                   "unless --temperature or --seed is given.")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--direction", action="append", required=True, metavar="NAME=ALPHA",
                    help=f"a direction and its strength (repeatable). NAME is {NAME_FORMS}. "
-                        "ALPHA 1 adds a vector as long as a typical token's whole residual (on the "
-                        "bundled teacher that already derails generation into one repeated token), "
-                        "so start well below 1; negative pushes the other way")
+                        "ALPHA 1 adds a vector as long as tokens typically differ from the mean "
+                        "residual; on the bundled teacher a dictionary feature steers fluently at "
+                        "0.1 to 0.4 and turns to gibberish from about 1 (a contrast sooner); "
+                        "negative pushes the other way")
     p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
     p.add_argument("--dictionary", metavar="DIR", default=None,
                    help="the dictionary feature:INDEX refers to (default: the starter dictionary)")
@@ -47,12 +51,12 @@ def parse_direction_arg(text: str) -> tuple[str, float]:
     name, sep, alpha_text = str(text).rpartition("=")
     if not sep or not name.strip():
         raise DistillscopeError(f"--direction '{text}' is not NAME=ALPHA.",
-                                f"e.g. --direction feature:123=4. NAME is {NAME_FORMS}.")
+                                f"e.g. --direction feature:123=0.3. NAME is {NAME_FORMS}.")
     try:
         alpha = float(alpha_text)
     except ValueError:
         raise DistillscopeError(f"The strength in --direction '{text}' ('{alpha_text}') is not a number.",
-                                "e.g. --direction feature:123=4 or contrast:formal=-2.5")
+                                "e.g. --direction feature:123=0.3 or contrast:formal=-0.2")
     if not math.isfinite(alpha):
         raise DistillscopeError(f"The strength in --direction '{text}' is not finite.", "Give a number.")
     return name.strip(), alpha
@@ -147,7 +151,7 @@ def cmd_steer(args) -> int:
     for direction, alpha in terms:
         hook = direction.hook.name
         print(f"  {direction.name} = {alpha:g}: {direction.source}; adds {alpha:g} x "
-              f"{steering.norms[hook]:.1f} (typical residual norm at {hook}, BOS excluded)", file=sys.stderr)
+              f"{steering.norms[hook]:.1f} (typical residual norm at {hook}: centred, BOS excluded)", file=sys.stderr)
     mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature:g}, seed {args.seed or 0}"
     print(f"({mode}, at most {args.max_new_tokens} new tokens)", file=sys.stderr)
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=temperature, seed=args.seed, state=state)

@@ -184,9 +184,22 @@ def test_error_inside_forward_or_with_block_removes_hooks(tiny_teacher):
     assert torch.equal(_logits(tiny_teacher, ids), before)
 
 
-def test_typical_norm_excludes_bos(tmp_path):
+def test_centred_norm_by_hand():
+    """Three tokens whose first dimension is a large constant (as the real teacher's outlier
+    dimensions are): the centred norm ignores it, the plain mean norm is made of it."""
+    from core.steering import centred_norm
+
+    h = torch.tensor([[10.0, 1.0], [10.0, -1.0], [10.0, 3.0]])
+    # mean [10, 1]; deviations [0, 0], [0, -2], [0, 2]; squared norms 0, 4, 4
+    assert centred_norm(h) == pytest.approx((8 / 3) ** 0.5)
+    assert centred_norm(h + torch.tensor([1000.0, 0.0])) == pytest.approx((8 / 3) ** 0.5)
+    assert float(h.norm(dim=-1).mean()) > 10
+
+
+def test_typical_norm_is_centred_and_excludes_bos(tmp_path):
     """Hand-computed on a tiny model whose BOS embedding is made 1000x larger (as the real
-    teacher's BOS residual dwarfs the rest): the mean over non-BOS, non-pad tokens only."""
+    teacher's BOS residual dwarfs the rest): sqrt of the mean squared distance from the mean,
+    over non-BOS, non-pad tokens only; a constant added to every token changes nothing."""
     from core.models import load_teacher
     from tests.conftest import build_tiny_model
 
@@ -194,22 +207,42 @@ def test_typical_norm_excludes_bos(tmp_path):
     with torch.no_grad():
         teacher.model.get_input_embeddings().weight[teacher.bos_id] *= 1000
     texts = ["love is kind", "the early bird gets the worm, all that glitters"]  # different lengths: padding
-    norms_with_bos, norms = [], []
+    rows, rows_with_bos = [], []
     for text in texts:  # one text at a time: no padding to think about
         ids = _ids(teacher, text)
         h = _hidden(teacher, ids)[2][0]  # block 1's output, [T, D] (the last entry is after the final norm)
         assert ids[0, 0] == teacher.bos_id
-        norms += [float(h[t].norm()) for t in range(1, ids.shape[1])]
-        norms_with_bos += [float(h[t].norm()) for t in range(ids.shape[1])]
-    expected = sum(norms) / len(norms)
-    with_bos = sum(norms_with_bos) / len(norms_with_bos)
+        rows += [h[t] for t in range(1, ids.shape[1])]
+        rows_with_bos += [h[t] for t in range(ids.shape[1])]
+
+    def by_hand(vectors):
+        n, d = len(vectors), len(vectors[0])
+        mean = [sum(float(v[i]) for v in vectors) / n for i in range(d)]
+        return (sum(sum((float(v[i]) - mean[i]) ** 2 for i in range(d)) for v in vectors) / n) ** 0.5
+
+    expected = by_hand(rows)
     got = measure_typical_norm(teacher, "resid_post.1", texts)
-    assert got == pytest.approx(expected, rel=1e-5)
-    assert with_bos > 5 * expected  # what leaving BOS in would have given
-    assert typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-5)
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert by_hand(rows_with_bos) > 5 * expected  # what leaving BOS in would have given
+    plain = sum(float(v.norm()) for v in rows) / len(rows)
+    assert measure_typical_norm(teacher, "resid_post.1", texts, centred=False) == pytest.approx(plain, rel=1e-4)
+    assert typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-4)
+
+    # A constant outlier dimension (a bias on block 1's output, the same on every token) raises
+    # the plain norm but leaves the centred one where it was.
+    shift = torch.zeros(teacher.d_model)
+    shift[3] = 50 * plain
+    handle = teacher.layers[1].register_forward_hook(
+        lambda m, a, out: (out[0] + shift,) + tuple(out[1:]) if isinstance(out, tuple) else out + shift)
+    try:
+        assert measure_typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-3)
+        assert measure_typical_norm(teacher, "resid_post.1", texts, centred=False) > 40 * plain
+    finally:
+        handle.remove()
+
     with torch.no_grad():  # cached per model object: a changed model is only seen after clearing
         teacher.model.get_input_embeddings().weight.mul_(2)
-    assert typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-5)
+    assert typical_norm(teacher, "resid_post.1", texts) == pytest.approx(expected, rel=1e-4)
     from core.steering import clear_norm_cache
     clear_norm_cache(teacher.model)
     assert typical_norm(teacher, "resid_post.1", texts) != pytest.approx(expected, rel=1e-3)
