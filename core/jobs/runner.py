@@ -132,6 +132,14 @@ class JobContext(TaskState):
 
 
 def _job_for(kind: str):
+    if kind == "variant":
+        from core.jobs.variant_job import run_variant_job
+
+        return run_variant_job
+    if kind == "crosscoder":
+        from core.jobs.crosscoder_job import run_crosscoder_job
+
+        return run_crosscoder_job
     from core.jobs.sae_job import run_sae_job
     from core.jobs.student_job import run_student_job
 
