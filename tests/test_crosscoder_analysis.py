@@ -14,8 +14,8 @@ import torch
 
 from core.cli import main
 from core.crosscoder import Crosscoder, CrosscoderConfig, CrosscoderError
-from core.crosscoder.ablation import (METRICS, ablate, frequency_buckets, parse_latent_set, random_matched_set,
-                                      residual_edit, resolve_hook, top_frequency_set)
+from core.crosscoder.ablation import (METRICS, ablate, frequency_buckets, next_token_metrics, parse_latent_set,
+                                      random_matched_set, residual_edit, resolve_hook, top_frequency_set)
 from core.crosscoder.geometry import (GeometryError, Quadruple, cumulative_curve, fraction_below, geometry,
                                       load_quadruples, losses_from_vectors, parallelogram_loss, pca_2d,
                                       word_representations)
@@ -133,6 +133,29 @@ def test_planted_latent_changes_logits_by_the_hand_computed_amount(tiny_teacher,
     assert len(h["edges"]) == 6 and sum(h["counts"]["base"]) == sum(h["counts"]["variant"]) == len(TEXTS)
     assert h["counts"]["base"][0] == len(TEXTS)
     json.dumps(result.to_json(), allow_nan=False)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.3, 200.0])
+def test_next_token_metrics_in_float32_match_float64(scale):
+    """Tiny changes (KL ~ 1e-7) keep their precision; huge ones (beyond float32's exp range)
+    fall back to float64 rows."""
+    g = torch.Generator().manual_seed(3)
+    clean = 8 * torch.randn(2, 6, 20_000, generator=g)
+    ablated = clean + scale * torch.randn(2, 6, 20_000, generator=g) + 0.3
+    ids = torch.randint(0, 20_000, (2, 6), generator=g)
+    pos = torch.ones(2, 6, dtype=torch.bool)
+    pos[1, 2] = False
+    got = next_token_metrics(clean, ablated, ids, pos)
+    lp_c, lp_a = torch.log_softmax(clean.double(), -1), torch.log_softmax(ablated.double(), -1)
+    rows = pos.clone()
+    rows[:, -1] = False
+    kl = (lp_c.exp() * (lp_c - lp_a)).sum(-1)[rows]
+    nxt = torch.cat([ids[:, 1:], ids[:, :1]], 1)[..., None]
+    loss = (lp_c.gather(-1, nxt) - lp_a.gather(-1, nxt))[..., 0][rows]
+    assert got["kl"].shape == (9,)
+    assert torch.allclose(got["kl"], kl, rtol=1e-3, atol=0)
+    assert torch.allclose(got["loss_change"], loss, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(got["mean_abs_logit_change"], (ablated - clean).double().abs().mean(-1)[rows], rtol=1e-5)
 
 
 def test_the_edit_is_minus_the_contribution_on_every_token_but_bos_and_padding(tiny_teacher, variant):
