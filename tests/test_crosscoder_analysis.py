@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -246,6 +247,8 @@ def test_latent_set_specs_hooks_and_model_checks(tiny_teacher, variant):
         ablate(wide, [tiny_teacher, variant], TEXTS, [0])
     with pytest.raises(CrosscoderError, match="No model given for variant"):
         ablate(cc, {"base": tiny_teacher}, TEXTS, [0])
+    pair = types.SimpleNamespace(base=tiny_teacher, variant=variant)  # what core.pairs.ModelPair offers
+    assert ablate(cc, pair, TEXTS[:1], [0], baselines=()).ablated_models == ["base", "variant"]
     with pytest.raises(Exception, match="No text"):
         ablate(cc, [tiny_teacher, variant], ["", "  "], [0])
 
