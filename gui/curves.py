@@ -40,9 +40,18 @@ METRICS: dict[str, str] = {
     "lr": "Learning rate",
     "val_mse": "Validation MSE (student vs teacher, z-space)",
     "val_cosine": "Validation cosine (student vs teacher)",
+    "val_loss": "Held-out next-token loss",
+    "lm_loss": "Next-token loss (training batch)",
+    "val_kl": "Held-out KL to the model distilled from",
+    "fve_base": "Explained variance (base)",
+    "fve_variant": "Explained variance (variant)",
+    "mse_base": "Reconstruction MSE (base, normalized)",
+    "mse_variant": "Reconstruction MSE (variant, normalized)",
 }
 DEFAULT_METRICS = ("loss", "explained_variance", "l0", "dead_fraction")
-KIND_METRICS = {"sae": DEFAULT_METRICS, "student": ("loss", "val_mse", "val_cosine")}  # by job kind
+KIND_METRICS = {"sae": DEFAULT_METRICS, "student": ("loss", "val_mse", "val_cosine"),  # by job kind
+                "variant": ("loss", "val_loss", "lr"),
+                "crosscoder": ("loss", "fve_base", "fve_variant", "l0", "dead_fraction")}
 
 # x axis choices: key in the metrics rows, axis label.
 X_MODES: dict[str, tuple[str, str]] = {

@@ -365,7 +365,7 @@ class TrainingView(QWidget):
         if row is None:
             self.run_caption.setText("")
             return
-        self.run_caption.setText(details_html(row, self._progress.get(row.id, "")))
+        self.run_caption.setText(run_details_html(row, self._progress.get(row.id, "")))
 
     # ================================================================== bridge events, timers
 
@@ -634,3 +634,34 @@ class TrainingView(QWidget):
 
 
 __all__ = ["TrainingView", "X_MODES"]
+
+
+def run_details_html(row: RunRow, progress: str = "") -> str:
+    """runs_list.details_html, with a line of its own for the pair jobs (a variant's blocks and
+    held-out loss; a crosscoder's pair, latents and classes)."""
+    import dataclasses
+    import html
+
+    spec = row.spec
+    if spec is None or spec.kind not in ("variant", "crosscoder"):
+        return details_html(row, progress)
+    lines = details_html(dataclasses.replace(row, spec=None, evaluation={}), progress).split("<br>")
+    ev, t = row.evaluation, spec.train
+    if spec.kind == "variant":
+        v = spec.variant
+        what = [f"Variant of {spec.data.teacher}: blocks {v.layers}, objective {v.objective}"
+                + (f" towards {v.distill_from}" if v.objective == "distill" else ""),
+                f"{spec.data.corpus} · lr {t.lr:g} · {t.batch_size:,} documents a step · {t.total_steps:,} steps"]
+        if isinstance(ev.get("val_loss_after"), (int, float)):
+            what.append(f"held-out loss {ev['val_loss_before']:.3f} → {ev['val_loss_after']:.3f}")
+    else:
+        c = spec.crosscoder
+        what = [f"Crosscoder {c.get('architecture')}, {c.get('d_latent', 0):,} latents · "
+                f"{spec.pair.base} vs {spec.pair.variant} · {spec.data.hook} · {spec.data.corpus}",
+                f"{t.batch_size:,} tokens a step · {t.total_steps:,} steps"]
+        if isinstance(ev.get("fve_base"), (int, float)):
+            what.append(f"held out: fve {ev['fve_base']:.3f} / {ev['fve_variant']:.3f} · L0 {ev['l0']:.1f} · "
+                        f"base-only {ev.get('base_only', 0):,} · variant-only {ev.get('variant_only', 0):,} · "
+                        f"shared {ev.get('shared', 0):,}")
+    at = 1 + bool(progress if row.state == "running" and progress else (row.error or row.message))
+    return "<br>".join(lines[:at] + [html.escape(w) for w in what] + lines[at:])

@@ -18,19 +18,31 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout
                                QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
 
 from core.dictionaries.base import REGISTRY
-from core.jobs.spec import DERIVED_SAE_FIELDS, DataSpec, JobSpec, RunSpec, SpecError, describe_spec
+from core.jobs.spec import (DERIVED_SAE_FIELDS, DataSpec, JobSpec, PairSpec, RunSpec, SpecError,
+                            VariantConfig, describe_spec)
 from core.models import HookPoint
 from gui.config_form import ConfigForm
 from gui.worker import Task, TaskRunner
 
 ERROR_STYLE = "color: #b00020;"
 HOOK_KINDS = ("resid_post", "mlp_in", "mlp_out")
-DATA_FORM_FIELDS = ("max_length", "source", "batch_tokens", "device")
+DATA_FORM_FIELDS = ("max_length", "source", "batch_tokens", "device", "precision")
 STUDENT = "student"  # the method page's name for the student-distillation job
 STUDENT_SUMMARY = ("A tiny transformer over the teacher's tokenizer learns to predict the teacher's "
                    "z-normalized mean-pooled residual at the chosen layer (seed 000): document vectors, "
                    "feature bars and contrast scores like the teacher's, 19x faster than the bundled "
                    "teacher on a CPU (about 1,000x fewer FLOPs than a 4B teacher). Reads resid_post hooks.")
+VARIANT, CROSSCODER = "variant", "crosscoder"  # the method page's names for the pair jobs
+PAIR_KINDS = (STUDENT, VARIANT, CROSSCODER)  # methods that are job kinds of their own
+VARIANT_SUMMARY = ("Fine-tunes a copy of the teacher on the documents, training only the chosen "
+                   "decoder blocks (the rest frozen), and saves it as a model folder: the variant "
+                   "half of a pair for a crosscoder. The demo variant (examples/variant-demo.toml: "
+                   "blocks 3-6 of the bundled teacher on Python docstrings) takes about 10 minutes on "
+                   "a laptop CPU; the next page measures this device. The hook point is not used.")
+CROSSCODER_SUMMARY = ("One dictionary of latents shared by two models that share a tokenizer (the "
+                      "teacher as the base, and its variant), with an encoder and a decoder per model "
+                      "(seed 003): latents whose decoder lives in one model only are what the variant "
+                      "gained or lost. Reads both models at the hook point into one paired cache.")
 
 
 def _field_named(message: str) -> Optional[str]:
@@ -163,8 +175,21 @@ class MethodPage(QWizardPage):
             self.group.addButton(button)
             inner.addWidget(button)
             inner.addWidget(summary)
+        pairs = QGroupBox("Model pairs (base against variant)")
+        inner = QVBoxLayout(pairs)
+        for name, title, text in ((VARIANT, "Variant (fine-tune a sibling of the teacher)", VARIANT_SUMMARY),
+                                  (CROSSCODER, "Crosscoder (base vs variant)", CROSSCODER_SUMMARY)):
+            button = QRadioButton(title)
+            button.setObjectName(name)
+            summary = QLabel(text)
+            summary.setWordWrap(True)
+            summary.setStyleSheet("color: #555; margin-left: 22px; margin-bottom: 8px;")
+            self.group.addButton(button)
+            inner.addWidget(button)
+            inner.addWidget(summary)
         layout.addWidget(box)
         layout.addWidget(students)
+        layout.addWidget(pairs)
         layout.addStretch(1)
         self.set_architecture("topk")
 
@@ -173,16 +198,25 @@ class MethodPage(QWizardPage):
             button.setChecked(button.objectName() == name)
 
     def architecture(self) -> str:
-        """The SAE architecture chosen, or STUDENT."""
+        """The SAE architecture chosen, or STUDENT, VARIANT or CROSSCODER."""
         checked = self.group.checkedButton()
         return checked.objectName() if checked else "topk"
 
     def kind(self) -> str:
-        return "student" if self.architecture() == STUDENT else "sae"
+        method = self.architecture()
+        return method if method in PAIR_KINDS else "sae"
 
 
 class SettingsPage(QWizardPage):
-    """One generated form per section of the chosen kind of job (SAE or student)."""
+    """One generated form per section of the chosen kind of job (SAE, student, variant or
+    crosscoder)."""
+
+    # kind -> its model sections (key, group title), shown above [run]; [train] on the right
+    SECTIONS = {"sae": (("sae", "Dictionary"),), "student": (("student", "Student"),),
+                VARIANT: ((VARIANT, "Variant"),),
+                CROSSCODER: (("pair", "Pair (the base model is the teacher of the first page)"),
+                             (CROSSCODER, "Crosscoder"))}
+    HIDDEN = {"sae": ("architecture",), "pair": ("base",)}  # chosen on other pages
 
     def __init__(self):
         super().__init__()
@@ -190,28 +224,31 @@ class SettingsPage(QWizardPage):
         self.setSubTitle("Hover over a setting for what it does. Empty means automatic.")
         self.stack = QStackedWidget()
         self.kind_forms: dict[str, dict[str, ConfigForm]] = {}
-        for kind, model_key, model_title in (("sae", "sae", "Dictionary"), ("student", "student", "Student")):
-            sections = describe_spec(kind)
-            entries = [e for e in sections[model_key] if e["name"] != "architecture"]
-            forms = {model_key: ConfigForm(entries), "train": ConfigForm(sections["train"]),
-                     "run": ConfigForm(sections["run"])}
-            self.kind_forms[kind] = forms
-            self.stack.addWidget(self._columns(forms, model_key, model_title))
         self.error = _error_label()
+        for kind, sections in self.SECTIONS.items():
+            described = describe_spec(kind)
+            forms = {key: ConfigForm([e for e in described[key] if e["name"] not in self.HIDDEN.get(key, ())])
+                     for key, _title in sections}
+            forms.update(train=ConfigForm(described["train"]), run=ConfigForm(described["run"]))
+            self.kind_forms[kind] = forms
+            self.stack.addWidget(self._columns(forms, sections))
         layout = QVBoxLayout(self)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.error)
-        self.set_spec(JobSpec.for_kind("student"))  # each kind's forms start at its defaults
+        for kind in (CROSSCODER, VARIANT, STUDENT):  # each kind's forms start at its defaults
+            self.set_spec(JobSpec.for_kind(kind))
         self.set_spec(JobSpec())
 
-    @staticmethod
-    def _columns(forms: dict[str, ConfigForm], model_key: str, model_title: str) -> QScrollArea:
+    def _columns(self, forms: dict[str, ConfigForm], sections) -> QScrollArea:
         body = QWidget()
         columns = QHBoxLayout(body)
         left = QVBoxLayout()
-        for title, key in ((model_title, model_key), ("Run", "run")):
+        for key, title in (*sections, ("run", "Run")):
             box = QGroupBox(title)
-            QVBoxLayout(box).addWidget(forms[key])
+            inner = QVBoxLayout(box)
+            inner.addWidget(forms[key])
+            if key == "pair":
+                inner.addWidget(self._variant_buttons(forms[key]))
             left.addWidget(box)
         left.addStretch(1)
         columns.addLayout(left)
@@ -225,6 +262,43 @@ class SettingsPage(QWizardPage):
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
         return scroll
+
+    def _variant_buttons(self, form: ConfigForm) -> QWidget:
+        edit = form.widgets["variant"]
+        folder = QPushButton("Variant folder…")
+        folder.setToolTip("A Hugging Face model folder sharing the base model's tokenizer "
+                          "(a variant run writes one to its artifacts/variant).")
+        folder.clicked.connect(lambda: self._pick_variant(edit))
+        latest = QPushButton("Latest variant run")
+        latest.setToolTip("The model of the newest finished variant run.")
+        latest.clicked.connect(lambda: self.use_latest_variant(edit))
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(folder)
+        layout.addWidget(latest)
+        layout.addStretch(1)
+        return row
+
+    def _pick_variant(self, edit: QLineEdit) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Variant model folder")
+        if path:
+            edit.setText(path)
+
+    def use_latest_variant(self, edit: Optional[QLineEdit] = None) -> Optional[str]:
+        """Fill [pair] variant with the model folder of the newest finished variant run."""
+        from core.jobs.runs import list_runs
+
+        edit = edit or self.kind_forms[CROSSCODER]["pair"].widgets["variant"]
+        for run in list_runs():
+            folder = run.artifacts_dir / "variant"
+            if (folder / "config.json").is_file() and run.status().get("state") == "done":
+                edit.setText(str(folder))
+                self.error.setText("")
+                return str(folder)
+        self.error.setText("No variant run has finished yet: launch one with the method "
+                           "'Variant (fine-tune a sibling of the teacher)' first.")
+        return None
 
     @property
     def forms(self) -> dict[str, ConfigForm]:
@@ -242,6 +316,11 @@ class SettingsPage(QWizardPage):
         forms = self.kind_forms[spec.kind]
         if spec.kind == "student":
             forms["student"].set_values(spec.student.to_dict())
+        elif spec.kind == VARIANT:
+            forms[VARIANT].set_values(spec.variant.to_dict())
+        elif spec.kind == CROSSCODER:
+            forms["pair"].set_values(spec.pair.__dict__)
+            forms[CROSSCODER].set_values(spec.crosscoder)
         else:
             forms["sae"].set_values(spec.sae_config(d_in=1).to_dict())
         forms["train"].set_values(spec.train.to_dict())
@@ -254,6 +333,12 @@ class SettingsPage(QWizardPage):
             from core.student.model import StudentConfig
 
             spec.student = StudentConfig(**forms["student"].values())
+        elif self.kind == VARIANT:
+            spec.variant = VariantConfig(**forms[VARIANT].values())
+        elif self.kind == CROSSCODER:
+            pair = {k: (v.strip() if isinstance(v, str) else v) for k, v in forms["pair"].values().items()}
+            spec.pair = PairSpec(base=spec.data.teacher, **pair)
+            spec.crosscoder = dict(forms[CROSSCODER].values())
         else:
             sae = {k: v for k, v in forms["sae"].values().items() if k not in DERIVED_SAE_FIELDS}
             spec.sae = {**sae, "architecture": self.wizard().method_page.architecture()}
@@ -353,7 +438,7 @@ class TrainingWizard(QWizard):
 
     def set_spec(self, spec: JobSpec) -> None:
         self.data_page.set_spec(spec)
-        self.method_page.set_architecture(STUDENT if spec.kind == "student"
+        self.method_page.set_architecture(spec.kind if spec.kind in PAIR_KINDS
                                           else spec.sae_config(d_in=1).validate().architecture)
         self.settings_page.set_spec(spec)
 
@@ -380,7 +465,12 @@ class TrainingWizard(QWizard):
             self.data_page.fill(spec)
             if page is self.settings_page:
                 self.settings_page.fill(spec)
-            spec.validate()
+                spec.validate()
+            else:  # the later pages' settings are checked on theirs
+                try:
+                    spec.data.validate()
+                except ValueError as exc:
+                    raise SpecError(f"[data] {exc}", "Correct the setting and try again.")
         except (ValueError, TypeError, SpecError) as exc:
             message = exc.what if isinstance(exc, SpecError) else str(exc)
             page.error.setText(message)

@@ -82,6 +82,19 @@ def test_the_crosscoder_job_writes_the_crosscoder_its_report_and_live_metrics(ti
     assert rows[-1]["loss"] < rows[0]["loss"]
     status = run.status()
     assert status["evaluation"]["fve_base"] == ev["fve_base"] and "variant_only" in status["evaluation"]
+    # The cost estimate knows the paired cache is there now, and what a fresh one would take.
+    from core.jobs.estimate import estimate
+    from core.jobs.sae_job import load_documents
+    from core.models import load_teacher
+
+    documents = load_documents(str(corpus))
+    est = estimate(spec, documents, teacher=load_teacher(tiny_model_dir, device="cpu"), calibration_steps=1)
+    assert est.cache_reused and est.cache_bytes == 0 and est.seconds == est.seconds_per_step * 30
+    fresh = estimate(crosscoder_spec(tiny_model_dir, sibling_dir, corpus, steps=40), documents[:20],
+                     calibration_steps=1)  # no model loaded: width from config.json, tokens guessed
+    assert not fresh.tokens_counted and not fresh.cache_reused and fresh.cache_bytes == fresh.tokens * 2 * 32 * 4
+    assert fresh.seconds is None and fresh.steps == 40  # the models' speed is unknown without them
+    assert any(label == "Crosscoder" and "64 latents over 2 x 32" in value for label, value in fresh.lines())
 
 
 def test_a_cancelled_crosscoder_resumes_exactly_and_reuses_its_paired_cache(tiny_model_dir, sibling_dir, corpus, tmp_path):

@@ -140,6 +140,21 @@ def test_a_variant_of_blocks_the_model_lacks_or_of_a_stranger_fails_clearly(tiny
     assert spec.validate().variant.distill_from == str(stranger)
 
 
+def test_the_estimate_times_real_steps_and_counts_the_variant_on_disk(tiny_model_dir, corpus):
+    from core.jobs.estimate import estimate
+    from core.jobs.sae_job import load_documents
+
+    spec = variant_spec(tiny_model_dir, corpus, steps=50)
+    est = estimate(spec, load_documents(str(corpus)), calibration_steps=1)  # loads the model to time it
+    assert est.tokens_counted and est.tokens > 0 and est.steps == 50
+    assert est.seconds > 50 * est.seconds_per_step > 0
+    model_bytes = sum(f.stat().st_size for f in tiny_model_dir.glob("*.safetensors"))
+    assert est.cache_bytes > 0.9 * model_bytes  # the saved variant, plus checkpoints
+    lines = dict(est.lines())
+    assert lines["Trained parameters"].endswith("(blocks 1-2)") and "Disk for the variant and checkpoints" in lines
+    assert 2 < est.epochs < 10  # 50 steps of 4 over the ~32 training documents
+
+
 def test_variant_spec_round_trips_and_is_documented():
     spec = JobSpec.for_kind("variant")
     spec.variant.layers = "2, 5, 7"

@@ -118,3 +118,86 @@ def test_the_student_method_gets_its_own_generated_settings_and_round_trips(qtbo
     assert w2.method_page.kind() == "student" and w2.spec() == spec
     path = w2.save_spec_dialog(str(tmp_path / "student.toml"))
     assert JobSpec.from_toml_file(path) == spec
+
+
+# -- the pair jobs (issue 6): variant and crosscoder ----------------------------------------------
+
+
+def test_the_variant_method_gets_its_generated_forms_and_a_valid_spec(make_wizard, tmp_path):
+    w = make_wizard()
+    w.next()  # method
+    w.method_page.set_architecture("variant")
+    assert w.method_page.kind() == "variant"
+    w.next()  # settings: the variant's forms
+    assert w.currentPage() is w.settings_page
+    forms = w.settings_page.forms
+    for entry in describe_spec("variant")["variant"]:
+        assert forms["variant"].widgets[entry["name"]].toolTip().startswith(entry["help"])
+    assert set(forms["train"].widgets) == {e["name"] for e in describe_spec("variant")["train"]}
+    forms["variant"].widgets["layers"].setText("9-3")
+    w.next()
+    assert w.currentPage() is w.settings_page and "'layers'" in w.settings_page.error.text()
+    forms["variant"].widgets["layers"].setText("2-5")
+    spec = w.spec()
+    assert spec.kind == "variant" and spec.variant.layers == "2-5" and spec.data.teacher == "bundled"
+    spec.run.name = "my variant"
+    spec.data.precision = "fast"
+    spec.train.total_steps = 33
+    w2 = make_wizard(spec)
+    assert w2.method_page.kind() == "variant" and w2.spec() == spec
+    path = w2.save_spec_dialog(str(tmp_path / "variant.toml"))
+    assert JobSpec.from_toml_file(path) == spec
+
+
+def test_the_crosscoder_method_takes_the_base_from_the_first_page_and_a_variant_folder(make_wizard, tmp_path):
+    from core.jobs import Run
+
+    w = make_wizard()
+    w.data_page.teacher.setText("/models/base")
+    w.next()
+    w.method_page.set_architecture("crosscoder")
+    assert w.method_page.kind() == "crosscoder"
+    w.next()
+    forms = w.settings_page.forms
+    assert "base" not in forms["pair"].widgets and "variant" in forms["pair"].widgets
+    assert "architecture" in forms["crosscoder"].widgets and "d_in" not in forms["crosscoder"].widgets
+    for entry in describe_spec("crosscoder")["crosscoder"]:
+        assert forms["crosscoder"].widgets[entry["name"]].toolTip().startswith(entry["help"])
+    w.next()  # no variant yet: refused, naming the field
+    assert w.currentPage() is w.settings_page and "'variant'" in w.settings_page.error.text()
+    # 'Latest variant run' finds the newest finished variant run's model folder.
+    assert w.settings_page.use_latest_variant() is None and "No variant run" in w.settings_page.error.text()
+    run = Run.create(JobSpec.for_kind("variant"))
+    (run.artifacts_dir / "variant").mkdir(parents=True)
+    (run.artifacts_dir / "variant" / "config.json").write_text("{}")
+    run.write_status(state="done")
+    assert w.settings_page.use_latest_variant() == str(run.artifacts_dir / "variant")
+    forms["crosscoder"].widgets["d_latent"].setValue(1024)
+    forms["crosscoder"].widgets["architecture"].setCurrentText("l1")
+    spec = w.spec()
+    assert spec.kind == "crosscoder" and spec.pair.base == spec.data.teacher == "/models/base"
+    assert spec.pair.variant == str(run.artifacts_dir / "variant")
+    assert spec.crosscoder["d_latent"] == 1024 and spec.crosscoder["architecture"] == "l1"
+    w2 = make_wizard(spec)
+    assert w2.method_page.kind() == "crosscoder" and w2.spec() == spec
+    assert w2.data_page.teacher.text() == "/models/base"
+    path = w2.save_spec_dialog(str(tmp_path / "crosscoder.toml"))
+    assert JobSpec.from_toml_file(path) == spec
+
+
+def test_cost_pages_of_the_pair_jobs_measure_on_this_device(qtbot, make_wizard, tiny_model_dir, tiny_teacher, tmp_path):
+    from tests.test_crosscoder_job import crosscoder_spec
+    from tests.test_variant_job import variant_spec
+
+    corpus = write_corpus(tmp_path / "docs.jsonl", n=30)
+    for spec, rows in ((variant_spec(tiny_model_dir, corpus), {"Trained parameters", "Disk for the variant and checkpoints"}),
+                       (crosscoder_spec(tiny_model_dir, tiny_model_dir, corpus), {"Crosscoder", "Disk for the paired cache"})):
+        w = make_wizard(spec, teacher=tiny_teacher)
+        assert w.teacher_matches(w.spec())
+        with qtbot.waitSignal(w.estimated, timeout=60_000):
+            w.next(), w.next(), w.next()
+        est = w.cost_page.estimate
+        assert est is not None, w.cost_page.status.text()
+        assert est.seconds and est.seconds > 0 and est.steps == spec.train.total_steps
+        labels = {w.cost_page.table.item(i, 0).text() for i in range(w.cost_page.table.rowCount())}
+        assert rows | {"Tokens in the corpus", "Memory", "Time"} <= labels

@@ -1,9 +1,16 @@
 """What a job will cost before it starts: tokens, steps, cache disk, memory, and time measured by
 a short calibration on this device (a few real training steps at the job's sizes, and one
-teacher forward pass when a teacher is at hand)."""
+teacher forward pass when a teacher is at hand).
+
+A variant job is timed on real steps of a copy of its model on the corpus's own documents (the
+model is loaded for it when the app has not loaded it); a crosscoder job on real trainer steps
+at its sizes plus the base model's forward speed, twice (both models are read). Both are timed
+with the threads the app gives a job on a CPU (all cores but one)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -31,6 +38,8 @@ class Estimate:
     seconds: Optional[float]  # whole job: extraction (if needed) + training
     device: str
     notes: list[str] = field(default_factory=list)
+    disk_label: str = "Disk for the cache"
+    rows: list[tuple[str, str]] = field(default_factory=list)  # kind-specific, shown before Time
 
     def lines(self) -> list[tuple[str, str]]:
         """(label, value) rows for a table, in plain words."""
@@ -46,9 +55,10 @@ class Estimate:
         tokens = f"{self.tokens:,}" + ("" if self.tokens_counted else " (estimated from characters)")
         rows = [("Documents", f"{self.documents:,}"), ("Tokens in the corpus", tokens),
                 ("Training", f"{self.steps:,} steps, {self.epochs:.1f} passes over the data"),
-                ("Disk for the cache", "reused, already extracted" if self.cache_reused else size(self.cache_bytes)),
+                (self.disk_label, "reused, already extracted" if self.cache_reused else size(self.cache_bytes)),
                 ("Memory", size(self.memory_bytes)),
                 ("Speed (measured)", f"{self.seconds_per_step * 1000:,.0f} ms per step on {self.device}"),
+                *self.rows,
                 ("Time", duration(self.seconds))]
         if self.extract_tokens_per_s:
             rows.insert(6, ("Teacher (measured)", f"{self.extract_tokens_per_s:,.0f} tokens/s"))
@@ -64,6 +74,12 @@ def estimate(spec: JobSpec, documents: Sequence, teacher=None, calibration_steps
     spec.validate()
     if spec.kind == "student":
         return _estimate_student(spec, documents, teacher, calibration_steps, state)
+    if spec.kind == "variant":
+        with job_threads():
+            return _estimate_variant(spec, documents, teacher, calibration_steps, state)
+    if spec.kind == "crosscoder":
+        with job_threads():
+            return _estimate_crosscoder(spec, documents, teacher, calibration_steps, state)
     notes = []
     if teacher is not None:
         d_model, device = teacher.d_model, teacher.device
@@ -279,3 +295,234 @@ def _time_student(spec: JobSpec, model, length: int, vocab: int, pad: int, steps
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+# -- helpers of the variant and crosscoder estimates ----------------------------------------------
+
+
+@contextlib.contextmanager
+def job_threads():
+    """torch's threads as the app's Runner gives a job on a CPU (cores - 1), then back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _count_tokens(spec: JobSpec, documents: Sequence, teacher) -> tuple[list[list[int]], int, bool]:
+    """Token lists (BOS first, or stand-ins of 4 characters a token), content tokens, counted."""
+    d = spec.data
+    if teacher is not None:
+        token_lists = teacher.tokenize([doc.text for doc in documents], d.max_length)
+        bos = teacher.bos_id
+        return token_lists, sum(len(t) - (1 if t and t[0] == bos else 0) for t in token_lists), True
+    token_lists = [[2] + [3] * min(len(doc.text) // 4 + 1, d.max_length - 1) for doc in documents]
+    return token_lists, sum(len(t) - 1 for t in token_lists), False
+
+
+def _median_seconds(step, n: int, cuda: bool) -> float:
+    step()  # warm-up: the first step allocates and picks kernels
+    times = []
+    for _ in range(max(1, n)):
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+# -- the variant job -----------------------------------------------------------------------------
+
+
+def _estimate_variant(spec: JobSpec, documents: Sequence, teacher, calibration_steps: int,
+                      state: TaskState) -> Estimate:
+    """Steps as given; time = measured steps x total_steps + the held-out evaluations (timed on
+    one batch) + loading and saving. Disk: the saved model (float32, all of it) and checkpoints
+    of the trained blocks with their AdamW moments."""
+    import dataclasses
+
+    from core.jobs.sae_job import split_documents
+    from core.jobs.spec import parse_layers
+    from core.jobs.variant_job import VariantTrainer
+    from core.models import load_teacher
+
+    d, v, cfg = spec.data, spec.variant, spec.train
+    notes = []
+    device = None if d.device == "auto" else d.device
+    state.report(0, 4, "Loading the model to time its training" if teacher is None else "Copying the model")
+    if teacher is None or teacher.dtype != torch.float32:
+        model = load_teacher(d.teacher, device=device, dtype="float32", state=state)
+        held_bytes = 0
+    else:
+        import copy
+
+        model = dataclasses.replace(teacher, model=copy.deepcopy(teacher.model))
+        held_bytes = sum(p.numel() * p.element_size() for p in teacher.model.parameters())
+    state.report(1, 4, "Counting tokens")
+    train_docs, held_docs = split_documents(documents, spec.run.eval_fraction)
+    train_lists = [t for t in model.tokenize([doc.text for doc in train_docs], d.max_length) if len(t) >= 2]
+    held_lists = [t for t in model.tokenize([doc.text for doc in held_docs], d.max_length)
+                  if len(t) >= 2][:cfg.eval_documents] or train_lists[:cfg.eval_documents]
+    bos = model.bos_id
+    tokens = sum(len(t) - (1 if t and t[0] == bos else 0)
+                 for t in model.tokenize([doc.text for doc in documents], d.max_length))
+    layers = parse_layers(v.layers, model.n_layers)
+    reference = None
+    if v.objective == "distill":
+        state.report(1, 4, "Loading the model to distil from")
+        reference = load_teacher(v.distill_from, device=device, state=state)
+    trainer = VariantTrainer(model, layers, cfg, train_lists, v.objective, reference, v.temperature,
+                             fast=d.precision == "fast")
+    state.report(2, 4, "Timing training steps")
+    cuda = model.device.type == "cuda"
+    per_step = _median_seconds(trainer.train_step, calibration_steps, cuda)
+    state.report(3, 4, "Timing an evaluation")
+    batch = held_lists[:cfg.batch_size]
+    t0 = time.perf_counter()
+    trainer.evaluate(batch)
+    eval_seconds = (time.perf_counter() - t0) * len(held_lists) / max(len(batch), 1)
+    n_evals = 1 + cfg.total_steps // cfg.eval_every + (cfg.total_steps % cfg.eval_every != 0)
+    params = sum(p.numel() for p in model.model.parameters())
+    param_bytes = sum(p.numel() * p.element_size() for p in model.model.parameters())
+    trained = trainer.trained_parameters
+    checkpoint_bytes = trained * 4 * 3 * min(spec.run.keep_checkpoints, max(1, cfg.total_steps // spec.run.checkpoint_every))
+    disk = param_bytes + checkpoint_bytes
+    mean_len = sum(len(t) for t in train_lists) / max(len(train_lists), 1)
+    vocab = int(getattr(model.text_config, "vocab_size", len(model.tokenizer)))
+    logits_bytes = int(cfg.batch_size * mean_len * vocab * 4 * (4 if reference is None else 7))
+    memory = held_bytes + param_bytes + trained * 4 * 3 + logits_bytes
+    if reference is not None:
+        memory += sum(p.numel() * p.element_size() for p in reference.model.parameters())
+    load_save = param_bytes / 150e6  # measured: the bundled teacher (1.1 GB) loads and saves in ~7 s
+    seconds = per_step * cfg.total_steps + eval_seconds * n_evals + load_save
+    steps_per_epoch = max(1, len(train_lists) // min(cfg.batch_size, max(len(train_lists), 1)))
+    notes.append(f"Timed with {torch.get_num_threads()} thread(s), as the app runs a job on this device.")
+    if d.precision != "fast" and model.device.type == "cpu":
+        notes.append("[data] precision = 'fast' trains about 1.5x faster on CPUs with AMX.")
+    rows = [("Trained parameters", f"{trained / 1e6:,.1f}M of {params / 1e6:,.0f}M (blocks {v.layers})"),
+            ("Evaluations", f"{n_evals} of {len(held_lists)} held-out documents, about "
+                            f"{eval_seconds:.0f} s each")]
+    state.report(4, 4, "Estimated")
+    return Estimate(documents=len(documents), tokens=tokens, tokens_counted=True, steps=cfg.total_steps,
+                    epochs=cfg.total_steps / steps_per_epoch, cache_bytes=disk, cache_reused=False,
+                    memory_bytes=memory, seconds_per_step=per_step, extract_tokens_per_s=None,
+                    seconds=seconds, device=str(model.device), notes=notes,
+                    disk_label="Disk for the variant and checkpoints", rows=rows)
+
+
+# -- the crosscoder job --------------------------------------------------------------------------
+
+
+def _estimate_crosscoder(spec: JobSpec, documents: Sequence, teacher, calibration_steps: int,
+                         state: TaskState) -> Estimate:
+    """Time = training steps measured at the job's sizes + reading the corpus through both
+    models (the base's measured speed, twice) unless the paired cache exists."""
+    from core.crosscoder import Crosscoder, CrosscoderTrainer
+
+    d, cfg = spec.data, spec.train
+    notes = [f"Timed with {torch.get_num_threads()} thread(s), as the app runs a job on this device."]
+    state.report(0, 3, "Counting tokens")
+    token_lists, tokens, counted = _count_tokens(spec, documents, teacher)
+    if teacher is not None:
+        d_model, device = teacher.d_model, teacher.device
+    else:
+        d_model = _guess_width(spec)
+        device = torch.device("cuda" if torch.cuda.is_available() and d.device != "cpu" else "cpu")
+        notes.append("Load the base model to count tokens and time reading it exactly.")
+    train_tokens = max(1, int(tokens * (1 - spec.run.eval_fraction)))
+    cc_cfg = spec.crosscoder_config(d_in=d_model)
+    state.report(1, 3, "Timing training steps")
+    trainer = CrosscoderTrainer(Crosscoder(cc_cfg, seed=0).to(device), cfg)
+    x = torch.randn(cfg.batch_size, 2, d_model, generator=torch.Generator().manual_seed(0)).to(device)
+    per_step = _median_seconds(lambda: trainer.train_step(x), calibration_steps, device.type == "cuda")
+    params = sum(p.numel() for p in trainer.model.parameters())
+    memory = params * 4 * 4 + cfg.batch_size * cc_cfg.d_latent * 4 * 6 + cfg.batch_size * 2 * d_model * 4 * 4
+    extract_rate = None
+    cache_reused = _pair_cache_complete(spec, teacher, documents)
+    if teacher is not None:
+        memory += 2 * sum(p.numel() * p.element_size() for p in teacher.model.parameters())
+        if not cache_reused:
+            state.report(2, 3, "Timing the base model")
+            extract_rate = _time_teacher(spec, teacher, token_lists)
+    seconds = per_step * cfg.total_steps
+    if not cache_reused:
+        seconds = seconds + 2 * tokens / extract_rate if extract_rate else None
+    state.report(3, 3, "Estimated")
+    rows = [("Crosscoder", f"{cc_cfg.d_latent:,} latents over 2 x {d_model:,} dimensions, "
+                           f"{params / 1e6:,.1f}M parameters")]
+    return Estimate(documents=len(documents), tokens=tokens, tokens_counted=counted, steps=cfg.total_steps,
+                    epochs=cfg.total_steps * cfg.batch_size / train_tokens,
+                    cache_bytes=0 if cache_reused else tokens * 2 * d_model * 4, cache_reused=cache_reused,
+                    memory_bytes=memory, seconds_per_step=per_step, extract_tokens_per_s=extract_rate,
+                    seconds=seconds, device=str(device), notes=notes,
+                    disk_label="Disk for the paired cache", rows=rows)
+
+
+def _pair_cache_complete(spec: JobSpec, teacher, documents) -> bool:
+    """The paired training cache exists already; knowing needs the variant's identity, so only
+    when the variant resolves to a folder whose identity can be read without loading weights."""
+    if teacher is None:
+        return False
+    from core.errors import DistillscopeError
+    from core.jobs.crosscoder_job import pair_settings, resolve_model_source
+    from core.jobs.sae_job import split_documents
+    from core.pairs import PairedCache, auto_pair_cache_folder
+
+    try:
+        variant = _identity_stub(resolve_model_source(spec.pair.variant))
+    except DistillscopeError:
+        return False
+    if variant is None:
+        return False
+    train_docs, _ = split_documents(documents, spec.run.eval_fraction)
+    try:
+        PairedCache(auto_pair_cache_folder(_IdentityPair(teacher, variant), train_docs, pair_settings(spec)))
+        return True
+    except DistillscopeError:
+        return False
+
+
+class _IdentityStub:
+    def __init__(self, identity: dict):
+        self._identity = identity
+
+    def identity(self) -> dict:
+        return self._identity
+
+
+class _IdentityPair:
+    def __init__(self, base, variant):
+        self.base, self.variant = base, variant
+
+    def identity(self) -> dict:
+        return {"base": self.base.identity(), "variant": self.variant.identity()}
+
+
+def _identity_stub(source: str):
+    """What Teacher.identity() of a Hugging Face folder would be, from its files alone (None for
+    anything else)."""
+    import json
+    from pathlib import Path
+
+    from core.models import BUNDLED, _fingerprint
+
+    if source == BUNDLED:
+        return None
+    path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text())
+        config = config.get("text_config", config)
+        return _IdentityStub({"name": path.name, "source": str(path.resolve()),
+                              "fingerprint": _fingerprint(path), "n_layers": int(config["num_hidden_layers"]),
+                              "d_model": int(config["hidden_size"])})
+    except (OSError, ValueError, KeyError):
+        return None
