@@ -116,6 +116,20 @@ def test_a_cancelled_variant_resumes_to_the_same_weights(tiny_model_dir, corpus,
     assert ra["val_loss_after"] == rb["val_loss_after"] and ra["val_loss_before"] == rb["val_loss_before"]
 
 
+def test_the_apps_teacher_is_copied_never_trained(sharp_model_dir, corpus, tmp_path):
+    teacher = load_teacher(sharp_model_dir, device="cpu")
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    run = Run.create(variant_spec(sharp_model_dir, corpus, steps=4), tmp_path / "runs")
+    lend = lambda source, device: teacher if teacher.loaded_as(source, device) else None  # noqa: E731
+    assert execute(run, JobContext(run, teachers=lend)) == "done"
+    assert "copying the teacher the app has loaded" in run.read_log()
+    for key, value in teacher.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not any(p.requires_grad is False for p in teacher.model.parameters())  # flags untouched
+    changed = weights(run.artifacts_dir / "variant")
+    assert not torch.equal(changed["model.layers.1.mlp.up_proj.weight"], before["model.layers.1.mlp.up_proj.weight"])
+
+
 def test_distillation_moves_the_variant_towards_the_other_model(sharp_model_dir, corpus, tmp_path):
     other = sharpen(build_tiny_model(tmp_path / "other", seed=5), tmp_path / "other-sharp")  # same tokenizer
     spec = variant_spec(sharp_model_dir, corpus, steps=16, layers="all")

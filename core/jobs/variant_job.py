@@ -240,12 +240,13 @@ class VariantTrainer:
 
 
 def trainable_copy(source: str, device: Optional[str], ctx: JobContext) -> Teacher:
-    """A float32 deep copy of the teacher (the app's loaded one when it matches): training it
-    never touches the model the app shows."""
-    held = ctx.load_teacher(source, device)
-    if held.dtype != torch.float32:
-        held = load_teacher(source, device=device, dtype="float32", state=ctx)
-        return held
+    """The teacher in float32, the job's own: a deep copy of the app's loaded one when the app
+    lends it (training never touches the model the app shows), else loaded for the job."""
+    lend = getattr(ctx, "_teachers", None)  # JobContext.load_teacher's provider
+    held = lend(source, device) if lend is not None else None
+    if held is None or held.dtype != torch.float32:
+        return load_teacher(source, device=device, dtype="float32", state=ctx)
+    ctx.log(f"copying the teacher the app has loaded: {held.name}")
     ctx.report(0, 1, "Copying the teacher")
     return dataclasses.replace(held, model=copy.deepcopy(held.model))
 
