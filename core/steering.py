@@ -45,7 +45,7 @@ import contextlib
 import math
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -577,3 +577,202 @@ def generate_text(teacher: Teacher, prompt: str, terms: Iterable[tuple[Direction
                   **kw) -> str:
     """The whole continuation at once (`generate_stream` joined)."""
     return "".join(generate_stream(teacher, prompt, terms, **kw))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a direction comes from, and presets of slider settings
+
+SOURCE_KINDS = ("feature", "contrast", "crosscoder", "file")
+APPLY_TO = ("both", "base", "variant")  # which models of a pair a preset's direction steers
+PRESET_FORMAT = "distillscope-steering-preset/1"
+PRESET_MAX_BYTES = 1_000_000
+
+
+def _field(source: dict, key: str, kind: type, what: str):
+    value = source.get(key)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) and bool(value)
+    if not ok:
+        raise DistillscopeError(f"A {source.get('kind')} direction needs '{key}' ({what}); got {value!r}.",
+                                "Add the direction again from the app, or fix the preset.")
+    return value
+
+
+def direction_from_source(source: dict, teacher: Optional[Teacher] = None,
+                          saes: Optional[dict] = None) -> Direction:
+    """A Direction from the plain description a preset stores:
+
+        {"kind": "feature", "dictionary": DIR, "index": 285}        a dictionary feature's decoder row
+        {"kind": "contrast", "path": FILE}                           a saved contrast, in raw units
+        {"kind": "crosscoder", "folder": DIR, "latent": 7, "decoder": 1}   a crosscoder latent's
+            decoder row for model 0 (base) or 1 (variant) (or a model name), in that model's units
+        {"kind": "file", "path": FILE, "hook": "resid_post.6"}       one vector (hook optional)
+
+    An optional "name" names it. With a teacher, the direction is checked to fit it. `saes`
+    ({dictionary path: loaded dictionary}) reuses dictionaries already loaded and keeps new ones."""
+    if not isinstance(source, dict):
+        raise DistillscopeError(f"A direction's source must be an object; got {type(source).__name__}.",
+                                'e.g. {"kind": "feature", "dictionary": "DIR", "index": 12}')
+    kind = source.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise DistillscopeError(f"Unknown direction kind {kind!r}.", f"Use one of {', '.join(SOURCE_KINDS)}.")
+    name = source.get("name") or None
+    if name is not None and not isinstance(name, str):
+        raise DistillscopeError(f"A direction's name must be text; got {name!r}.", "Fix the preset.")
+    if kind == "feature":
+        folder = _field(source, "dictionary", str, "the dictionary folder")
+        index = _field(source, "index", int, "the feature's index")
+        sae = (saes or {}).get(folder)
+        if sae is None:
+            from core.dictionaries import load
+
+            sae = load(folder)
+            if saes is not None:
+                saes[folder] = sae
+        direction = Direction.from_feature(sae, index, teacher, name=name, dictionary=Path(folder).name)
+    elif kind == "contrast":
+        from core.contrast import ContrastVector
+
+        direction = Direction.from_contrast(ContrastVector.load(_field(source, "path", str, "the contrast file")),
+                                            name=name)
+    elif kind == "crosscoder":
+        from core.crosscoder import Crosscoder, relative_norms
+
+        folder = _field(source, "folder", str, "the crosscoder folder")
+        latent = _field(source, "latent", int, "the latent's index")
+        decoder = source.get("decoder", 1)
+        cc = Crosscoder.load(folder)
+        m = cc.model_index(decoder)
+        if not 0 <= latent < cc.cfg.d_latent:
+            raise DistillscopeError(f"Latent {latent} does not exist; the crosscoder has latents 0 to "
+                                    f"{cc.cfg.d_latent - 1}.", "Pick an index in that range.")
+        if not cc.cfg.hook:
+            raise DistillscopeError(f"The crosscoder in {folder} does not record its hook.",
+                                    "Train it again with a hook, or save the row as a vector file.")
+        model_name = cc.cfg.model_names[m]
+        rel = float(relative_norms(cc)[latent])
+        direction = Direction.from_vector(name or f"latent {latent} ({model_name} decoder)",
+                                          cc.decoder_directions(m)[latent], cc.cfg.hook,
+                                          f"crosscoder {Path(folder).name}, latent {latent}, {model_name}'s "
+                                          f"decoder row (relative decoder norm {rel:.2f}), {cc.cfg.hook}")
+    else:
+        path = _field(source, "path", str, "the vector file")
+        hook = source.get("hook") or None
+        direction = Direction.from_file(path, hook=hook, name=name)
+    if teacher is not None:
+        direction.check_fits(teacher)
+    return direction
+
+
+@dataclass
+class PresetDirection:
+    """One slider of a preset: where its direction comes from, its strength, whom it steers."""
+
+    source: dict
+    alpha: float = 0.0
+    name: str = ""
+    apply_to: str = "both"
+
+    def to_json(self) -> dict:
+        return {"source": dict(self.source), "alpha": self.alpha, "name": self.name, "apply_to": self.apply_to}
+
+
+@dataclass
+class SteeringPreset:
+    """Slider settings: the prompt, the models, the directions with their strengths, and how to
+    generate. Saved as JSON (PRESET_FORMAT); `load` says exactly what is wrong with a bad file."""
+
+    prompt: str = ""
+    directions: list = field(default_factory=list)  # [PresetDirection]
+    base: str = "bundled"  # where the base model was loaded from
+    variant: str = ""  # the variant's folder, or "" for none
+    max_new_tokens: int = 40
+    temperature: float = 0.0
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return {"format": PRESET_FORMAT, "prompt": self.prompt, "base": self.base, "variant": self.variant,
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
+                "directions": [d.to_json() for d in self.directions]}
+
+    def save(self, path) -> Path:
+        import json
+
+        from core.paths import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+        return Path(path)
+
+    @classmethod
+    def from_json(cls, data, where: str = "The preset") -> "SteeringPreset":
+        def bad(what: str, hint: str = "Save the preset again from the Steering tab.") -> DistillscopeError:
+            return DistillscopeError(f"{where} {what}", hint)
+
+        if not isinstance(data, dict):
+            raise bad(f"is not a JSON object (it holds {type(data).__name__}).")
+        if data.get("format") != PRESET_FORMAT:
+            raise bad(f"is not a steering preset (format {data.get('format')!r}, expected '{PRESET_FORMAT}').")
+        prompt = data.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise bad(f"has a prompt that is not text ({prompt!r}).")
+        for key in ("base", "variant"):
+            if not isinstance(data.get(key, ""), str):
+                raise bad(f"has a '{key}' that is not a path ({data.get(key)!r}).")
+        n = data.get("max_new_tokens", 40)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 4096:
+            raise bad(f"has max_new_tokens {n!r}; it must be a whole number from 1 to 4096.")
+        temperature = data.get("temperature", 0.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+                not math.isfinite(temperature) or temperature < 0:
+            raise bad(f"has temperature {temperature!r}; it must be 0 (greedy) or more.")
+        seed = data.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise bad(f"has seed {seed!r}; it must be a whole number.")
+        items = data.get("directions", [])
+        if not isinstance(items, list):
+            raise bad(f"has 'directions' that is not a list ({type(items).__name__}).")
+        directions = []
+        for i, item in enumerate(items, start=1):
+            if not isinstance(item, dict) or not isinstance(item.get("source"), dict):
+                raise bad(f"has a direction {i} without a 'source' object.")
+            kind = item["source"].get("kind")
+            if kind not in SOURCE_KINDS:
+                raise bad(f"has a direction {i} of unknown kind {kind!r}.", f"Use one of {', '.join(SOURCE_KINDS)}.")
+            alpha = item.get("alpha", 0.0)
+            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+                raise bad(f"has a direction {i} whose strength is {alpha!r}, not a finite number.")
+            apply_to = item.get("apply_to", "both")
+            if apply_to not in APPLY_TO:
+                raise bad(f"has a direction {i} that applies to {apply_to!r}.", f"Use one of {', '.join(APPLY_TO)}.")
+            name = item.get("name", "")
+            if not isinstance(name, str):
+                raise bad(f"has a direction {i} whose name is not text ({name!r}).")
+            directions.append(PresetDirection(dict(item["source"]), float(alpha), name, apply_to))
+        return cls(prompt, directions, data.get("base") or "bundled", data.get("variant") or "", n,
+                   float(temperature), seed)
+
+    @classmethod
+    def load(cls, path) -> "SteeringPreset":
+        import json
+
+        path = Path(path)
+        hint = "Choose a preset saved from the Steering tab (a .json file)."
+        if not path.is_file():
+            raise DistillscopeError(f"The preset '{path}' does not exist.", hint)
+        size = path.stat().st_size
+        if size == 0:
+            raise DistillscopeError(f"The preset '{path.name}' is empty.", hint)
+        if size > PRESET_MAX_BYTES:
+            raise DistillscopeError(f"'{path.name}' is {size:,} bytes, too large for a preset.", hint)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise DistillscopeError(f"The preset '{path.name}' is not UTF-8 text.", hint)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DistillscopeError(f"The preset '{path.name}' is not valid JSON (line {exc.lineno}, "
+                                    f"column {exc.colno}: {exc.msg}).", hint)
+        return cls.from_json(data, f"The preset '{path.name}'")

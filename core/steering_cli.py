@@ -25,20 +25,25 @@ def add_parsers(sub) -> dict:
                                    "over the non-BOS tokens of a few reference texts (a few huge, "
                                    "constant dimensions of the residual do not count). Greedy "
                                    "unless --temperature or --seed is given.")
-    p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--direction", action="append", required=True, metavar="NAME=ALPHA",
+    p.add_argument("--prompt", default=None, help="the text to continue (required unless a --preset has one)")
+    p.add_argument("--preset", metavar="FILE", default=None,
+                   help="a preset saved from the app's Steering tab: its prompt, base model, generation "
+                        "settings and the directions that steer the base, with their strengths; --prompt, "
+                        "--model and the settings given here replace the preset's, --direction adds to them")
+    p.add_argument("--direction", action="append", default=[], metavar="NAME=ALPHA",
                    help=f"a direction and its strength (repeatable). NAME is {NAME_FORMS}. "
                         "ALPHA 1 adds a vector as long as tokens typically differ from the mean "
                         "residual; on the bundled teacher a dictionary feature steers fluently at "
                         "0.1 to 0.4 and turns to gibberish from about 1 (a contrast sooner); "
                         "negative pushes the other way")
-    p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face folder or a .gguf file")
+    p.add_argument("--model", default=None,
+                   help="'bundled' (the default), a Hugging Face folder or a .gguf file")
     p.add_argument("--dictionary", metavar="DIR", default=None,
                    help="the dictionary feature:INDEX refers to (default: the starter dictionary)")
     p.add_argument("--hook", default=None, metavar="resid_post.L",
                    help="the layer of vector files that do not record it (feature and contrast "
                         "directions bring their own; a different --hook is an error)")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate (default 40)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default 40)")
     p.add_argument("--temperature", type=float, default=None,
                    help="sample at this temperature (default: greedy; 1.0 when only --seed is given)")
     p.add_argument("--seed", type=int, default=None, help="seed of the sampling (both runs use it)")
@@ -132,36 +137,60 @@ def _stream(label: str, pieces) -> float:
 def cmd_steer(args) -> int:
     from core.models import load_teacher
     from core.progress import TaskState
-    from core.steering import Steering, generate_stream
+    from core.steering import Steering, SteeringPreset, direction_from_source, generate_stream
 
-    terms_text = [parse_direction_arg(t) for t in args.direction]  # syntax first: no model load wasted
-    if args.max_new_tokens < 1:
+    # Everything that can be checked without the model first: no model load wasted.
+    preset = SteeringPreset.load(args.preset) if args.preset else None
+    terms_text = [parse_direction_arg(t) for t in args.direction]
+    prompt = args.prompt if args.prompt is not None else (preset.prompt if preset is not None else "")
+    if not prompt:
+        raise DistillscopeError("There is no prompt to continue.", "Give --prompt TEXT (or a --preset that has one).")
+    from_preset = [d for d in preset.directions if d.apply_to in ("both", "base")] if preset is not None else []
+    if not terms_text and not from_preset:
+        raise DistillscopeError("There is no direction to steer with.",
+                                f"Give --direction NAME=ALPHA (NAME is {NAME_FORMS}), or a --preset with directions.")
+    max_new_tokens = args.max_new_tokens if args.max_new_tokens is not None else \
+        (preset.max_new_tokens if preset is not None else 40)
+    if max_new_tokens < 1:
         raise DistillscopeError("--max-new-tokens must be at least 1.", "e.g. --max-new-tokens 40")
-    temperature = args.temperature if args.temperature is not None else (1.0 if args.seed is not None else 0.0)
+    seed = args.seed if args.seed is not None else (preset.seed if preset is not None and preset.temperature > 0 else None)
+    if args.temperature is not None:
+        temperature = args.temperature
+    elif preset is not None and args.seed is None:
+        temperature = preset.temperature
+    else:
+        temperature = 1.0 if args.seed is not None else 0.0
     if temperature < 0 or not math.isfinite(temperature):
         raise DistillscopeError("--temperature must be 0 (greedy) or more.", "e.g. --temperature 0.8")
+    model = args.model or (preset.base if preset is not None else "bundled")
+    if preset is not None and preset.variant:
+        print(f"(the preset's variant {preset.variant} is not run here; steer it with --model {preset.variant})",
+              file=sys.stderr)
     state = TaskState()
     start = time.monotonic()
-    teacher = load_teacher(args.model, device=args.device, state=state)
+    teacher = load_teacher(model, device=args.device, state=state)
     print(f"{teacher.name} loaded in {time.monotonic() - start:.1f} s", file=sys.stderr)
     sae_cache: dict = {}
-    terms = [(resolve_direction(name, teacher, args.hook, args.dictionary, sae_cache), alpha)
-             for name, alpha in terms_text]
+    terms = [(direction_from_source(dict(d.source, name=d.name or d.source.get("name")), teacher, sae_cache),
+              d.alpha) for d in from_preset]
+    terms += [(resolve_direction(name, teacher, args.hook, args.dictionary, sae_cache), alpha)
+              for name, alpha in terms_text]
     steering = Steering(teacher, terms, state=state)  # measures the typical norms (no hooks yet)
     for direction, alpha in terms:
         hook = direction.hook.name
         print(f"  {direction.name} = {alpha:g}: {direction.source}; adds {alpha:g} x "
               f"{steering.norms[hook]:.1f} (typical residual norm at {hook}: centred, BOS excluded)", file=sys.stderr)
-    mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature:g}, seed {args.seed or 0}"
-    print(f"({mode}, at most {args.max_new_tokens} new tokens)", file=sys.stderr)
-    kw = dict(max_new_tokens=args.max_new_tokens, temperature=temperature, seed=args.seed, state=state)
+    mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature:g}, seed {seed or 0}"
+    print(f"({mode}, at most {max_new_tokens} new tokens)", file=sys.stderr)
+    kw = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, state=state)
     base_ids: list = []
     steered_ids: list = []
-    label = "steered [" + ", ".join(f"{n}={a:g}" for n, a in terms_text) + "]"
+    label = "steered [" + ", ".join(f"{d.name}={a:g}" for d, a in terms[:len(from_preset)]) \
+        + (", " if from_preset and terms_text else "") + ", ".join(f"{n}={a:g}" for n, a in terms_text) + "]"
     try:
-        print(f"prompt: {args.prompt}")
-        base_s = _stream("base", generate_stream(teacher, args.prompt, token_ids=base_ids, **kw))
-        steered_s = _stream(label, generate_stream(teacher, args.prompt, steering=steering,
+        print(f"prompt: {prompt}")
+        base_s = _stream("base", generate_stream(teacher, prompt, token_ids=base_ids, **kw))
+        steered_s = _stream(label, generate_stream(teacher, prompt, steering=steering,
                                                    token_ids=steered_ids, **kw))
     except KeyboardInterrupt:
         print("\ninterrupted.", file=sys.stderr)

@@ -361,3 +361,122 @@ def test_cli_steer_runs_and_reports_bad_names(tiny_teacher, tiny_model_dir, tmp_
 def _matches(text, pattern):
     import re
     return re.search(pattern, text, re.S) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Direction sources and presets (what the Steering tab saves)
+
+
+def test_direction_sources_resolve_every_kind(tiny_teacher, tmp_path):
+    from core.contrast import contrasts_dir
+    from core.crosscoder import Crosscoder, CrosscoderConfig, relative_norms
+    from core.steering import direction_from_source
+
+    sae = _save_sae(tiny_teacher, tmp_path / "sae")
+    saes: dict = {}
+    d = direction_from_source({"kind": "feature", "dictionary": str(tmp_path / "sae"), "index": 3}, tiny_teacher, saes)
+    assert torch.equal(d.vector, sae.W_dec[3].detach().float()) and d.hook.name == "resid_post.1"
+    assert list(saes) == [str(tmp_path / "sae")]  # kept for the next feature of the same dictionary
+    D = tiny_teacher.d_model
+    cv = ContrastVector("formal", torch.randn(D), "formal", "casual", hook="resid_post.2",
+                        mean=torch.zeros(D), std=torch.rand(D) + 0.5)
+    path = cv.save(contrasts_dir())
+    d = direction_from_source({"kind": "contrast", "path": str(path), "name": "formality"}, tiny_teacher)
+    assert d.name == "formality" and torch.allclose(d.vector, cv.vector * cv.std)
+    cc = Crosscoder(CrosscoderConfig(d_in=D, d_latent=16, k=4, hook="resid_post.2"), seed=0)
+    cc.save(tmp_path / "cc")
+    for decoder, m in ((1, 1), (0, 0), ("variant", 1)):
+        d = direction_from_source({"kind": "crosscoder", "folder": str(tmp_path / "cc"), "latent": 7,
+                                   "decoder": decoder}, tiny_teacher)
+        assert torch.allclose(d.vector, cc.decoder_directions(m)[7]) and d.hook.name == "resid_post.2"
+    assert f"relative decoder norm {float(relative_norms(cc)[7]):.2f}" in d.source and "variant" in d.name
+    vec = Direction.from_vector("v", torch.randn(D), "resid_post.0").save(tmp_path / "v.safetensors")
+    d = direction_from_source({"kind": "file", "path": str(vec)}, tiny_teacher)
+    assert d.hook.name == "resid_post.0"
+
+    for source, match in (
+            ({"kind": "telepathy"}, "Unknown direction kind 'telepathy'"),
+            ({"kind": "feature", "dictionary": str(tmp_path / "sae")}, "needs 'index'"),
+            ({"kind": "feature", "dictionary": str(tmp_path / "sae"), "index": True}, "needs 'index'"),
+            ({"kind": "crosscoder", "folder": str(tmp_path / "cc"), "latent": 16}, "latents 0 to 15"),
+            ({"kind": "crosscoder", "folder": str(tmp_path / "cc"), "latent": 1, "decoder": "chat"}, "no model named 'chat'"),
+            ({"kind": "file", "path": str(tmp_path / "gone.safetensors")}, "does not exist"),
+            ("feature:3", "must be an object")):
+        with pytest.raises(DistillscopeError, match=match):
+            direction_from_source(source, tiny_teacher)
+    wide = Crosscoder(CrosscoderConfig(d_in=D + 1, d_latent=8, k=2, hook="resid_post.1"), seed=0)
+    wide.save(tmp_path / "wide")
+    with pytest.raises(DistillscopeError, match="wide"):
+        direction_from_source({"kind": "crosscoder", "folder": str(tmp_path / "wide"), "latent": 0}, tiny_teacher)
+
+
+def test_preset_round_trip_and_bad_files(tmp_path):
+    from core.steering import PRESET_FORMAT, PresetDirection, SteeringPreset
+
+    preset = SteeringPreset("Once upon a time", [
+        PresetDirection({"kind": "feature", "dictionary": "/d", "index": 12}, 0.3, "#12 food"),
+        PresetDirection({"kind": "crosscoder", "folder": "/cc", "latent": 7, "decoder": 1}, -0.25, "", "variant")],
+        base="bundled", variant="/runs/x/artifacts/variant", max_new_tokens=30, temperature=0.7, seed=5)
+    path = preset.save(tmp_path / "p.json")
+    again = SteeringPreset.load(path)
+    assert again == preset
+    assert json_of(path)["format"] == PRESET_FORMAT
+
+    def bad(content, match):
+        p = tmp_path / "bad.json"
+        p.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(DistillscopeError, match=match):
+            SteeringPreset.load(p)
+
+    import json
+    good = preset.to_json()
+    bad(b"", "is empty")
+    bad(b"\x00\xff\xfe", "not UTF-8")
+    bad("{\"format\": ", r"not valid JSON \(line 1")
+    bad("3", "not a JSON object")
+    bad(json.dumps(dict(good, format="other/1")), "not a steering preset")
+    bad(json.dumps(dict(good, prompt=["a"])), "prompt that is not text")
+    bad(json.dumps(dict(good, max_new_tokens=10_000)), "max_new_tokens 10000")
+    bad(json.dumps(dict(good, temperature=-1)), "temperature -1")
+    bad(json.dumps(dict(good, seed=1.5)), "seed 1.5")
+    bad(json.dumps(dict(good, directions="feature:3")), "not a list")
+    bad(json.dumps(dict(good, directions=[{"alpha": 1}])), "direction 1 without a 'source'")
+    bad(json.dumps(dict(good, directions=[{"source": {"kind": "feature"}, "alpha": "nan"}])), "strength is 'nan'")
+    bad(json.dumps(dict(good, directions=[{"source": {"kind": "feature"}, "alpha": 1, "apply_to": "all"}])),
+        "applies to 'all'")
+    bad("{" + " " * 1_000_001 + "}", "too large")
+    with pytest.raises(DistillscopeError, match="does not exist"):
+        SteeringPreset.load(tmp_path / "none.json")
+
+
+def json_of(path):
+    import json
+    return json.loads(path.read_text())
+
+
+def test_cli_steer_with_a_preset(tiny_teacher, tiny_model_dir, tmp_path, capsys):
+    from core.cli import main
+    from core.steering import PresetDirection, SteeringPreset, direction_from_source, generate_text
+
+    _save_sae(tiny_teacher, tmp_path / "sae")
+    source = {"kind": "feature", "dictionary": str(tmp_path / "sae"), "index": 3}
+    preset = SteeringPreset(PROMPT, [PresetDirection(source, 0.8, "#3 test"),
+                                     PresetDirection(source, 5.0, "variant only", "variant")],
+                            base=str(tiny_model_dir), variant=str(tmp_path / "variant"), max_new_tokens=6)
+    path = preset.save(tmp_path / "p.json")
+    assert main(["steer", "--preset", str(path)]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == f"prompt: {PROMPT}"
+    d = direction_from_source(source, tiny_teacher)
+    assert lines[1] == "base: " + generate_text(tiny_teacher, PROMPT, max_new_tokens=6)
+    assert lines[2] == "steered [#3 test=0.8]: " + generate_text(tiny_teacher, PROMPT, [(d, 0.8)], max_new_tokens=6)
+    assert "variant" in err and "is not run here" in err
+    (tmp_path / "broken.json").write_text("{")
+    assert main(["steer", "--preset", str(tmp_path / "broken.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["steer", "--model", str(tiny_model_dir), "--direction", "feature:1=1"]) == 2
+    assert "no prompt" in capsys.readouterr().err
+    assert main(["steer", "--model", str(tiny_model_dir), "--prompt", "x"]) == 2
+    assert "no direction" in capsys.readouterr().err
+    _no_hooks(tiny_teacher)
