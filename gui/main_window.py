@@ -121,6 +121,9 @@ class MainWindow(QMainWindow):
         from gui.agreement_session import AgreementSession
 
         self.agreement = AgreementSession(self)
+        from gui.steering_session import SteeringSession
+
+        self.steering = SteeringSession(self)
 
         middle = QSplitter(Qt.Orientation.Vertical)
         middle.addWidget(self.token_panel)
@@ -149,6 +152,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.training_tab, "Training")
         self.tabs.addTab(self.contrast.view, "Contrast")
         self.tabs.addTab(self.agreement.view, "Agreement")
+        self.tabs.addTab(self.steering.view, "Steering")
         self.tabs.currentChanged.connect(lambda i: self.ensure_training_view() if i == 1 else None)
         self.setCentralWidget(self.tabs)
 
@@ -209,6 +213,9 @@ class MainWindow(QMainWindow):
         self.act_show_contrast = self._action("&Contrast", lambda: self.tabs.setCurrentIndex(2), "Ctrl+3")
         self.act_show_agreement = self._action("&Agreement (student vs teacher)",
                                                lambda: self.tabs.setCurrentIndex(3), "Ctrl+4")
+        self.act_show_steering = self._action("&Steering", lambda: self.tabs.setCurrentWidget(self.steering.view),
+                                              "Ctrl+5", tip="Steer generation with sliders (Ctrl+5)")
+        self.act_cancel.triggered.connect(self.steering.cancel_if_shown)  # Esc stops the tab's generation
         self.act_student = self._action("Open &Student…", self.open_student_dialog, "Ctrl+Shift+S",
                                         tip="A distilled student folder (a student run's artifacts/student): "
                                         "its feature bars beside the teacher's, and contrasts on its vectors")
@@ -255,6 +262,7 @@ class MainWindow(QMainWindow):
         view.addAction(self.act_show_training)
         view.addAction(self.act_show_contrast)
         view.addAction(self.act_show_agreement)
+        view.addAction(self.act_show_steering)
         train = bar.addMenu("&Train")
         train.addAction(self.act_new_run)
         train.addAction(self.act_open_spec)
@@ -819,6 +827,7 @@ class MainWindow(QMainWindow):
         transformers, so closing may wait for it to finish; the window is hidden meanwhile."""
         self.hide()
         self.features.shutdown()
+        self.steering.shutdown()
         if self.training_view is not None:
             self.training_view.shutdown()
         if self.run_bridge is not None:

@@ -22,6 +22,9 @@ demo corpus and saves:
                 with `--student DIR` also student-bars.png, teacher and student bars side by side,
                 contrast-head.png, the student's contrast with a fine-tuned head, and
                 agreement.png, the Agreement tab),
+  steering.png  the Steering tab: a starter-dictionary feature (#1021, food) at strength 0.3 and a
+                second at 0, steered beside unsteered (`--only-steering`; with `--variant DIR` the
+                variant's continuations below the base's),
 `--only-training` skips the inspect shots; `--only-features` takes loading, inspect and the
 feature shots. `--dictionary DIR` uses that dictionary instead of the starter one.
 """
@@ -41,6 +44,21 @@ def _wait(app, condition, timeout_s: float) -> bool:
     end = time.monotonic() + timeout_s
     while not condition() and time.monotonic() < end:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    return bool(condition())
+
+
+def _wait_calmly(condition, timeout_s: float) -> bool:
+    """`_wait` without spinning: the event loop sleeps between events, as in the running app. (A
+    spinning wait holds the GIL against the worker threads: generation looked three times slower.)"""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    end = time.monotonic() + timeout_s
+    loop = QEventLoop()
+    timer = QTimer(interval=100)
+    timer.timeout.connect(lambda: loop.quit() if condition() or time.monotonic() > end else None)
+    timer.start()
+    loop.exec()
+    timer.stop()
     return bool(condition())
 
 
@@ -75,6 +93,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only-contrast", action="store_true",
                         help="only the contrast shots (and the student side by side with --student)")
     parser.add_argument("--student", default=None, help="a student folder for student-bars.png")
+    parser.add_argument("--only-steering", action="store_true", help="only the Steering tab (steering.png)")
+    parser.add_argument("--variant", default=None, help="a variant model folder for steering.png")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,8 +107,9 @@ def main(argv=None) -> int:
     window.resize(1280, 800)
     window.show()
     window.load_teacher(args.model)
-    window.open_demo()
-    _wait(app, lambda: len(window.entries) > 0, 30)
+    if not args.only_steering:  # no corpus there: its extraction and feature index would share the cores
+        window.open_demo()
+        _wait(app, lambda: len(window.entries) > 0, 30)
     _settle(app, 1.0)
     window.grab().save(str(out / "loading.png"))
     print("loading.png:", window.status.label.text())
@@ -99,6 +120,10 @@ def main(argv=None) -> int:
         return 1
     if args.only_training:
         code = training_shots(app, window, out, args.layer)
+        window.close()
+        return code
+    if args.only_steering:
+        code = steering_shots(app, window, out, args.variant)
         window.close()
         return code
     ids = [e.doc.id for e in window.entries]
@@ -176,6 +201,37 @@ def contrast_shots(app, window, out: Path, student: str | None) -> int:
     window.grab().save(str(out / "contrast.png"))
     print("contrast.png:", view.summary.text())
     return student_shots(app, window, out) if student else 0
+
+
+def steering_shots(app, window, out: Path, variant: str | None) -> int:
+    """steering.png: a starter-dictionary feature (#1021, ' hamburger' · ' food') at 0.3 and another
+    (#285, ' computer') at 0, on the prompt the strengths were measured with; greedy, 40 tokens."""
+    window.act_show_steering.trigger()
+    session, view = window.steering, window.steering.view
+    if not _wait(app, lambda: window.features.dictionary is not None, 60):
+        print("no dictionary for the steering shot")
+        return 1
+    view.set_settings("The best thing about my weekend was", 40, 0.0, 0)
+    if variant:
+        session.load_variant(variant)
+        if not _wait(app, lambda: session.slots["variant"] is not None, 600):
+            print("the variant did not load:", view.status.text())
+            return 1
+    folder = window.features.dictionary.source
+    for index, alpha in ((1021, 0.3), (285, 0.0)):
+        session.add_direction({"kind": "feature", "dictionary": folder, "index": index}, alpha)
+    _wait(app, lambda: len(view.rows) == 2 and not session._pending, 60)
+    session.generate()
+    panes = [p for p in view.panes.values() if p.isVisibleTo(view)]
+    if not _wait_calmly(lambda: not session._busy() and all(p.stream is not None and p.stream.done for p in panes), 600):
+        print("the generation did not finish:", [p.status.text() for p in panes])
+        return 1
+    _settle(app)
+    window.grab().save(str(out / "steering.png"))
+    for (model, kind), pane in view.panes.items():
+        if pane.isVisibleTo(view):
+            print(f"steering.png {model} {kind}: {pane.status.text()}\n  {pane.continuation!r}")
+    return 0
 
 
 def student_shots(app, window, out: Path) -> int:
