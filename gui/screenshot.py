@@ -24,7 +24,8 @@ demo corpus and saves:
                 agreement.png, the Agreement tab),
   steering.png  the Steering tab: a starter-dictionary feature (#1021, food) at strength 0.3 and a
                 second at 0, steered beside unsteered (`--only-steering`; with `--variant DIR` the
-                variant's continuations below the base's),
+                variant's continuations below the base's), and steering-add.png, the Add Direction
+                dialog searching the labels for 'food',
 `--only-training` skips the inspect shots; `--only-features` takes loading, inspect and the
 feature shots. `--dictionary DIR` uses that dictionary instead of the starter one.
 """
@@ -217,9 +218,16 @@ def steering_shots(app, window, out: Path, variant: str | None) -> int:
         if not _wait(app, lambda: session.slots["variant"] is not None, 600):
             print("the variant did not load:", view.status.text())
             return 1
-    folder = window.features.dictionary.source
-    for index, alpha in ((1021, 0.3), (285, 0.0)):
-        session.add_direction({"kind": "feature", "dictionary": folder, "index": index}, alpha)
+    dialog = session.open_add_dialog("feature")  # as a user adds the first one: search the labels
+    dialog.search.setText("food")
+    _settle(app)
+    dialog.grab().save(str(out / "steering-add.png"))
+    print("steering-add.png:", dialog.results.count(), "features whose label has 'food'")
+    dialog.feature_index.setValue(1021)
+    dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+    _wait(app, lambda: len(view.rows) == 1 and not session._pending, 60)
+    next(iter(view.rows.values())).set_alpha(0.3, emit=True)
+    session.add_direction({"kind": "feature", "dictionary": window.features.dictionary.source, "index": 285}, 0.0)
     _wait(app, lambda: len(view.rows) == 2 and not session._pending, 60)
     session.generate()
     panes = [p for p in view.panes.values() if p.isVisibleTo(view)]

@@ -623,6 +623,8 @@ class AddDirectionDialog(QDialog):
             shown += 1
             if shown >= 500:
                 break
+        if self.results.count():
+            self.results.setCurrentRow(0)  # the index follows the best match
 
     def _picked(self, item: Optional[QListWidgetItem], _previous=None) -> None:
         if item is not None:

@@ -102,8 +102,7 @@ def test_adding_a_direction_shows_a_slider_in_step_with_its_box(qtbot, tab, sae_
     assert dialog.feature_index.isEnabled() and dialog.feature_index.maximum() == 63
     dialog.search.setText("bird")
     assert dialog.results.count() == 1 and dialog.results.item(0).text() == "#7  bird words"
-    dialog.results.setCurrentRow(0)
-    assert dialog.feature_index.value() == 7
+    assert dialog.feature_index.value() == 7  # the best match is picked
     with qtbot.waitSignal(session.direction_added, timeout=TIMEOUT_MS) as blocker:
         dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
     row = view.rows[blocker.args[0]]
@@ -126,6 +125,45 @@ def test_adding_a_direction_shows_a_slider_in_step_with_its_box(qtbot, tab, sae_
     with qtbot.waitSignal(session.direction_failed, timeout=TIMEOUT_MS) as blocker:
         session.add_direction(feature(sae_dir, 64))
     assert "Feature 64 does not exist" in blocker.args[0] and "Feature 64" in view.status.text()
+
+
+def test_the_dialog_adds_contrasts_crosscoder_latents_and_vector_files(qtbot, tab, tmp_path):
+    from core.contrast import ContrastVector, contrasts_dir
+    from core.crosscoder import Crosscoder, CrosscoderConfig
+
+    window, session = tab
+    view = session.view
+    D = 32
+    ContrastVector("formal", torch.randn(D), "formal", "casual", hook="resid_post.2", mean=torch.zeros(D),
+                   std=torch.ones(D)).save(contrasts_dir())
+    Crosscoder(CrosscoderConfig(d_in=D, d_latent=16, k=4, hook="resid_post.1"), seed=0).save(tmp_path / "cc")
+    vec = Direction.from_vector("shift", torch.randn(D), "resid_post.0").save(tmp_path / "shift.safetensors")
+
+    dialog = session.open_add_dialog("contrast")
+    qtbot.waitUntil(lambda: dialog.contrasts.count() == 1, timeout=TIMEOUT_MS)  # listed on a worker
+    assert dialog.contrasts.item(0).text() == "formal"
+    with qtbot.waitSignal(session.direction_added, timeout=TIMEOUT_MS) as blocker:
+        dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+    row = view.rows[blocker.args[0]]
+    assert "resid_post.2 · saved contrast" in row.detail.text() and row.apply_to == "both"
+
+    dialog = session.open_add_dialog("crosscoder")
+    dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+    assert "Choose a crosscoder folder" in dialog.message.text() and dialog.isVisible()
+    dialog.crosscoder.setText(str(tmp_path / "cc"))
+    dialog.latent.setValue(7)
+    with qtbot.waitSignal(session.direction_added, timeout=TIMEOUT_MS) as blocker:
+        dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+    row = view.rows[blocker.args[0]]
+    assert "latent 7 (variant decoder)" in row.name.text() and "relative decoder norm" in row.name.toolTip()
+    assert row.apply_to == "variant"  # a latent's decoder row steers the model it belongs to
+
+    dialog = session.open_add_dialog("file")
+    dialog.vector_path.setText(str(vec))
+    with qtbot.waitSignal(session.direction_added, timeout=TIMEOUT_MS) as blocker:
+        dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+    assert "resid_post.0 · vector file" in view.rows[blocker.args[0]].detail.text()
+    assert len(view.rows) == 3
 
 
 def test_slider_regenerates_only_the_steered_pane(qtbot, tab, sae_dir, probe):
