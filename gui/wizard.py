@@ -133,6 +133,15 @@ class DataPage(QWizardPage):
         self.layer.setValue(hook.layer)
         self.form.set_values({k: getattr(spec.data, k) for k in DATA_FORM_FIELDS})
 
+    def follow_defaults(self, old: DataSpec, new: DataSpec) -> None:
+        """Another method was chosen: what still holds the old method's default takes the new
+        one's (a student starts on the large demo corpus in bfloat16); what the user set stays."""
+        if self.corpus.text().strip() == old.corpus:
+            self.corpus.setText(new.corpus)
+        values = self.form.values()
+        self.form.set_values({k: getattr(new, k) for k in DATA_FORM_FIELDS
+                              if values.get(k) == getattr(old, k)})
+
     def fill(self, spec: JobSpec) -> None:
         values = self.form.values()
         spec.data = DataSpec(teacher=self.teacher.text().strip(), corpus=self.corpus.text().strip(),
@@ -434,9 +443,17 @@ class TrainingWizard(QWizard):
         for page in (self.data_page, self.method_page, self.settings_page, self.cost_page):
             self.addPage(page)
         self.set_spec(spec or JobSpec())
+        self.method_page.group.buttonToggled.connect(self._method_toggled)
         self.resize(860, 640)
 
+    def _method_toggled(self, _button, checked: bool) -> None:
+        kind = self.method_page.kind()
+        if checked and kind != self._kind:
+            self.data_page.follow_defaults(JobSpec.for_kind(self._kind).data, JobSpec.for_kind(kind).data)
+            self._kind = kind
+
     def set_spec(self, spec: JobSpec) -> None:
+        self._kind = spec.kind  # the spec's own data settings stay as they are
         self.data_page.set_spec(spec)
         self.method_page.set_architecture(spec.kind if spec.kind in PAIR_KINDS
                                           else spec.sae_config(d_in=1).validate().architecture)

@@ -111,6 +111,20 @@ def test_the_student_method_gets_its_own_generated_settings_and_round_trips(qtbo
         assert entry["name"] in forms["train"].widgets
     spec = w.spec()
     assert spec.kind == "student" and spec.student.n_layers == 4 and spec.student.d_hidden == 256
+    # a newcomer who only picks Student gets the measured demo recipe, data settings included
+    assert spec == JobSpec.for_kind("student") and spec.data.corpus == "demo-large"
+
+    def data_page_says():
+        spec = JobSpec()
+        w.data_page.fill(spec)
+        return spec.data
+
+    w.method_page.set_architecture("topk")  # back to an SAE: the SAE's own defaults return
+    assert data_page_says() == JobSpec().data
+    w.data_page.corpus.setText(str(tmp_path / "mine.jsonl"))  # what the user chose stays
+    w.method_page.set_architecture("student")
+    assert data_page_says().corpus == str(tmp_path / "mine.jsonl") and data_page_says().precision == "fast"
+    spec = w.spec()
     # A student spec cloned back in comes out unchanged, on the student's pages.
     spec.student.n_layers = 2
     spec.run.name = "small student"

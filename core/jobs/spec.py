@@ -267,8 +267,18 @@ class JobSpec:
 
     @classmethod
     def for_kind(cls, kind: str) -> "JobSpec":
-        """The default spec of a kind (its own [train] settings)."""
-        return cls(kind=kind)  # __post_init__ gives a student its own [train] defaults
+        """The default spec of a kind (its own [train] settings). A student starts from the demo
+        student's recipe (examples/student-demo.toml, measured in the README), not from the
+        seed's bare settings: token targets on the large demo corpus, bfloat16 on AMX CPUs."""
+        spec = cls(kind=kind)  # __post_init__ gives a student its own [train] defaults
+        if kind == "student":
+            spec.data.corpus, spec.data.precision = "demo-large", "fast"
+            spec.run.eval_fraction, spec.run.checkpoint_every = 0.08, 200
+            spec.student.target = "tokens"
+            for key, value in dict(batch_size=32, lr=1.5e-3, epochs=4, eval_every=200,
+                                   precision="fast").items():
+                setattr(spec.train, key, value)
+        return spec
 
     def __post_init__(self):
         if isinstance(self.train, TrainConfig) and self.kind != "sae":
