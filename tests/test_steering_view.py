@@ -381,3 +381,25 @@ def test_malformed_presets_give_a_message(qtbot, tab, sae_dir, tmp_path):
     assert "gone.safetensors' does not exist" in blocker.args[0]
     qtbot.waitUntil(lambda: len(view.rows) == 1 and not session._pending, timeout=TIMEOUT_MS)
     wait_done(qtbot, session, view.panes[("base", "steered")])
+
+
+def test_sampling_uses_the_seed_for_every_pane(qtbot, tab, sae_dir, probe):
+    window, session = tab
+    view = session.view
+    add(qtbot, session, feature(sae_dir), 0.7)
+    view.temperature.setValue(0.8)
+    assert view.seed.isEnabled()
+    view.seed.setValue(3)
+    panes = view.panes[("base", "unsteered")], view.panes[("base", "steered")]
+    with qtbot.waitSignal(session.generated, timeout=TIMEOUT_MS):
+        session.generate()
+    wait_done(qtbot, session, *panes)
+    direction = Direction.from_feature(load(sae_dir), 5, probe)
+    kw = dict(max_new_tokens=N, temperature=0.8, seed=3)
+    assert panes[0].continuation == generate_text(probe, PROMPT, **kw)
+    assert panes[1].continuation == generate_text(probe, PROMPT, [(direction, 0.7)], **kw)
+    view.seed.setValue(4)  # another seed is another continuation, generated anew
+    with qtbot.waitSignal(session.generated, timeout=TIMEOUT_MS):
+        session.generate()
+    wait_done(qtbot, session, *panes)
+    assert panes[0].continuation == generate_text(probe, PROMPT, max_new_tokens=N, temperature=0.8, seed=4)
