@@ -133,6 +133,11 @@ def test_a_zero_decoder_gets_a_note_and_classes_follow_the_decoders(crosscoder, 
     assert dash.effects["variant"]["promoted"] and not dash.effects["variant"]["note"]
     base_only = latent_dashboard(crosscoder, 6, [tiny_teacher, variant], texts=TEXTS)  # encodes the texts itself
     assert base_only.latent_class == "base-only" and base_only.effects["variant"]["note"]
+    small = copy.deepcopy(crosscoder)
+    with torch.no_grad():
+        small.W_dec[7, 0] *= 0.05 * small.W_dec[7, 1].norm() / small.W_dec[7, 0].norm()
+    dash = latent_dashboard(small, 7, [tiny_teacher, variant], corpus)
+    assert dash.effects["base"]["promoted"] and "only 5% of the other's" in dash.effects["base"]["note"]
     freq = np.ones(crosscoder.d_latent)
     freq[5] = 0
     assert latent_dashboard(crosscoder, 5, [tiny_teacher, variant], corpus, frequency=freq).latent_class == "dead"

@@ -28,7 +28,8 @@ A `LatentDashboard` holds, for one latent:
                                           tokens it promotes and suppresses most, as
                                           core.features.effects.logit_effects does for SAE
                                           features; a model whose decoder row is under 2% of
-                                          the other's (almost zero) gets a note instead
+                                          the other's (almost zero) gets a note instead, one
+                                          under 1/9 of it (the exclusive cut) a note beside them
 
 Qt-free, like all of core/. Cancellable through `core.progress.TaskState`.
 """
@@ -57,6 +58,7 @@ N_EFFECTS = 10
 HIST_BINS = 30
 ZERO_DECODER = 0.02  # a model's decoder row below this fraction of the other's writes (almost) nothing:
 # its direction is what is left of a random start, and its logit effects would be noise
+SMALL_DECODER = 1 / 9  # below this (the exclusive-class cut: rel > 0.9), effects come with a note
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +353,9 @@ def latent_dashboard(crosscoder: Crosscoder, latent: int, models, corpus: Option
             try:
                 up, down = decoder_logit_effects(teacher, crosscoder.decoder_directions(m)[j], n_effects)
                 entry["promoted"], entry["suppressed"] = up, down
+                if float(norms[m]) < SMALL_DECODER * biggest:
+                    entry["note"] = (f"Its {name} decoder is only {100 * float(norms[m]) / biggest:.2g}% of the "
+                                     f"other's: it writes little into {name}.")
             except DistillscopeError as exc:
                 entry["note"] = exc.what
         effects[name] = entry
