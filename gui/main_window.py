@@ -124,6 +124,9 @@ class MainWindow(QMainWindow):
         from gui.steering_session import SteeringSession
 
         self.steering = SteeringSession(self)
+        from gui.crosscoder_session import CrosscoderSession
+
+        self.crosscoder = CrosscoderSession(self)
 
         middle = QSplitter(Qt.Orientation.Vertical)
         middle.addWidget(self.token_panel)
@@ -153,6 +156,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.contrast.view, "Contrast")
         self.tabs.addTab(self.agreement.view, "Agreement")
         self.tabs.addTab(self.steering.view, "Steering")
+        self.tabs.addTab(self.crosscoder.view, "Crosscoder")
         self.tabs.currentChanged.connect(lambda i: self.ensure_training_view() if i == 1 else None)
         self.setCentralWidget(self.tabs)
 
@@ -216,6 +220,12 @@ class MainWindow(QMainWindow):
         self.act_show_steering = self._action("&Steering", lambda: self.tabs.setCurrentWidget(self.steering.view),
                                               "Ctrl+5", tip="Steer generation with sliders (Ctrl+5)")
         self.act_cancel.triggered.connect(self.steering.cancel_if_shown)  # Esc stops the tab's generation
+        self.act_show_crosscoder = self._action("C&rosscoder (base vs variant)",
+                                                lambda: self.tabs.setCurrentWidget(self.crosscoder.view), "Ctrl+6",
+                                                tip="Latents of a crosscoder: histograms, lists, dashboards (Ctrl+6)")
+        self.act_open_crosscoder = self._action("Open &Crosscoder…", self._open_crosscoder_dialog,
+                                                tip="A crosscoder folder (a crosscoder run's artifacts/crosscoder)")
+        self.act_cancel.triggered.connect(self.crosscoder.cancel_if_shown)
         self.act_student = self._action("Open &Student…", self.open_student_dialog, "Ctrl+Shift+S",
                                         tip="A distilled student folder (a student run's artifacts/student): "
                                         "its feature bars beside the teacher's, and contrasts on its vectors")
@@ -263,6 +273,7 @@ class MainWindow(QMainWindow):
         view.addAction(self.act_show_contrast)
         view.addAction(self.act_show_agreement)
         view.addAction(self.act_show_steering)
+        view.addAction(self.act_show_crosscoder)
         train = bar.addMenu("&Train")
         train.addAction(self.act_new_run)
         train.addAction(self.act_open_spec)
@@ -272,6 +283,7 @@ class MainWindow(QMainWindow):
         model.addSeparator()
         model.addAction(self.act_student)
         model.addAction(self.act_close_student)
+        model.addAction(self.act_open_crosscoder)
         model.addSeparator()
         model.addAction(self.act_cancel)
         dictionary = bar.addMenu("&Dictionary")
@@ -372,6 +384,10 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Open a student folder", str(paths.data_dir() / "runs"))
         if folder:
             self.open_student(folder)
+
+    def _open_crosscoder_dialog(self) -> None:
+        self.tabs.setCurrentWidget(self.crosscoder.view)
+        self.crosscoder.open_dialog()
 
     def open_student(self, folder) -> Task:
         """Load a distilled student (core.student.Student) in the background."""
@@ -828,6 +844,7 @@ class MainWindow(QMainWindow):
         self.hide()
         self.features.shutdown()
         self.steering.shutdown()
+        self.crosscoder.shutdown()
         if self.training_view is not None:
             self.training_view.shutdown()
         if self.run_bridge is not None:
