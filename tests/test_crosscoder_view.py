@@ -367,5 +367,14 @@ def test_main_window_crosscoder_tab(qtbot, make_window, tiny_teacher, planted):
         session.open(planted[0])
     # The base model is the window's teacher: the tab borrows a twin instead of loading it again.
     assert set(session._lent()) == {source_key(planted[1].cfg.model_sources[0])}
+    # "Steer with this latent" hands the variant decoder row of a variant-only latent to the Steering tab.
+    j = session.view.lists.lists["variant-only"].latents()[0]
+    session.view.select_latent(j)
+    with qtbot.waitSignal(window.steering.direction_added, timeout=TIMEOUT_MS):
+        session.view.lists.steer_button.click()
+    assert window.tabs.currentWidget() is window.steering.view
+    entry = next(iter(window.steering.entries.values()))
+    assert entry.source == session.steer_source(j, 1) and entry.apply_to == "variant"
+    assert torch.allclose(entry.direction.vector, planted[1].decoder_directions(1)[j])
     window.close()
     assert session.threads_finished(), "the crosscoder worker thread is still running after close"
