@@ -26,6 +26,12 @@ demo corpus and saves:
                 second at 0, steered beside unsteered (`--only-steering`; with `--variant DIR` the
                 variant's continuations below the base's), and steering-add.png, the Add Direction
                 dialog searching the labels for 'food',
+  crosscoder.png  the Crosscoder tab: relative-norm and cosine histograms, the latent lists after
+                Latent Scaling, and crosscoder-dashboard.png, a variant-only latent's dashboard
+                (`--only-crosscoder`; `--crosscoder DIR` names the folder, else the newest finished
+                crosscoder run's artifacts/crosscoder, else a small crosscoder trained here on
+                synthetic activations at the teacher's width; `--crosscoder-analyses` also takes
+                crosscoder-reasoning.png, crosscoder-geometry.png and crosscoder-ablation.png),
 `--only-training` skips the inspect shots; `--only-features` takes loading, inspect and the
 feature shots. `--dictionary DIR` uses that dictionary instead of the starter one.
 """
@@ -96,6 +102,10 @@ def main(argv=None) -> int:
     parser.add_argument("--student", default=None, help="a student folder for student-bars.png")
     parser.add_argument("--only-steering", action="store_true", help="only the Steering tab (steering.png)")
     parser.add_argument("--variant", default=None, help="a variant model folder for steering.png")
+    parser.add_argument("--only-crosscoder", action="store_true", help="only the Crosscoder tab (crosscoder*.png)")
+    parser.add_argument("--crosscoder", default=None, help="a crosscoder folder for crosscoder.png")
+    parser.add_argument("--crosscoder-analyses", action="store_true",
+                        help="with --only-crosscoder: also run and shoot reasoning tags, geometry and ablation")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,11 +114,11 @@ def main(argv=None) -> int:
     from gui.main_window import MainWindow
 
     app = make_app()
-    window = MainWindow(layer=args.layer, dictionary=args.dictionary)
+    window = MainWindow(layer=args.layer, dictionary=None if args.only_crosscoder else args.dictionary)
     window.resize(1280, 800)
     window.show()
     window.load_teacher(args.model)
-    if not args.only_steering:  # no corpus there: its extraction and feature index would share the cores
+    if not (args.only_steering or args.only_crosscoder):  # no corpus there: its extraction and feature index would share the cores
         window.open_demo()
         _wait(app, lambda: len(window.entries) > 0, 30)
     _settle(app, 1.0)
@@ -125,6 +135,10 @@ def main(argv=None) -> int:
         return code
     if args.only_steering:
         code = steering_shots(app, window, out, args.variant)
+        window.close()
+        return code
+    if args.only_crosscoder:
+        code = crosscoder_shots(app, window, out, args.crosscoder, args.layer, args.crosscoder_analyses)
         window.close()
         return code
     ids = [e.doc.id for e in window.entries]
@@ -240,6 +254,119 @@ def steering_shots(app, window, out: Path, variant: str | None) -> int:
         if pane.isVisibleTo(view):
             print(f"steering.png {model} {kind}: {pane.status.text()}\n  {pane.continuation!r}")
     return 0
+
+
+def _newest_crosscoder() -> str | None:
+    """The artifacts/crosscoder folder of the newest finished crosscoder run, if any."""
+    from core.jobs.runs import list_runs
+
+    for run in list_runs():
+        folder = run.artifacts_dir / "crosscoder"
+        if run.status().get("state") == "done" and (folder / "cfg.json").is_file():
+            return str(folder)
+    return None
+
+
+def _synthetic_crosscoder(teacher, layer: int, folder: Path) -> Path:
+    """A BatchTopK crosscoder at the teacher's width, trained in seconds on planted synthetic
+    activations (shared, turned, base-only and variant-only features), its input scales set from
+    the teacher's real residuals at resid_post.LAYER, both sources 'bundled': a stand-in that
+    gives the tab content until a real crosscoder run exists (its latents mean nothing in text)."""
+    import torch
+
+    from core.activations import pad_batch
+    from core.crosscoder import Crosscoder, CrosscoderConfig, CrosscoderTrainConfig, CrosscoderTrainer
+    from core.crosscoder.synthetic import paired_batches, planted_pair
+    from core.dictionaries.base import estimate_input_scale
+    from core.documents import load_demo
+    from core.models import HookPoint, capture
+    from core.steering import non_bos_mask
+
+    d = teacher.d_model
+    pair = planted_pair(d, n_shared=160, n_rotated=24, n_base_only=12, n_variant_only=20, n_weak_base=8, seed=0)
+    cc = Crosscoder(CrosscoderConfig(d_in=d, d_latent=512, architecture="batchtopk", k=8, dead_after_tokens=50_000,
+                                     hook=f"resid_post.{layer}", model_sources=["bundled", "bundled"]), seed=0)
+    trainer = CrosscoderTrainer(cc, CrosscoderTrainConfig(total_steps=400, lr=3e-3, warmup_steps=30))
+    for x in paired_batches(pair, 256, 400, seed=1, p_active=8 / 224):
+        trainer.train_step(x)
+    texts = [doc.text for doc in load_demo().documents[:24]]
+    ids, mask = pad_batch(teacher.tokenize(texts, 64), teacher.pad_id)
+    point = HookPoint("resid_post", layer)
+    with torch.no_grad():
+        acts = capture(teacher, ids, mask, [point])[point][non_bos_mask(ids, mask, teacher.bos_id)].float()
+    scale = estimate_input_scale(acts)
+    cc.cfg.input_scale = [scale, scale]
+    return cc.eval().save(folder)
+
+
+def crosscoder_shots(app, window, out: Path, folder: str | None, layer: int, analyses: bool) -> int:
+    """crosscoder.png: the tab after Latent Scaling (histograms, lists with nu); then the top
+    variant-only latent's dashboard, crosscoder-dashboard.png (timed: the first reads the documents
+    through both models, the next one is computed from them)."""
+    session, view = window.crosscoder, window.crosscoder.view
+    tmp = None
+    folder = folder or _newest_crosscoder()
+    if folder is None:
+        tmp = tempfile.TemporaryDirectory()
+        start = time.monotonic()
+        folder = str(_synthetic_crosscoder(window.teacher, layer, Path(tmp.name) / "synthetic-demo-crosscoder"))
+        print(f"no crosscoder run yet: trained a synthetic stand-in in {time.monotonic() - start:.1f} s")
+    window.act_show_crosscoder.trigger()
+    try:
+        session.open(folder)
+        if not _wait(app, lambda: session.crosscoder is not None or bool(session.error), 120):
+            print("the crosscoder did not open:", view.status.text())
+            return 1
+        if session.crosscoder is None:
+            print("the crosscoder did not open:", session.error)
+            return 1
+        start = time.monotonic()
+        done = []
+        session.analysis_done.connect(done.append)
+        session.run_analysis("scaling")
+        if not _wait_calmly(lambda: "scaling" in done or (not session.busy() and bool(session.error)), 900):
+            print("Latent Scaling did not finish:", view.status.text())
+        print(f"Latent Scaling: {time.monotonic() - start:.1f} s; {view.status.text()[:300]}")
+        view.right.setCurrentIndex(0)
+        view.lists.tabs.setCurrentIndex(0)
+        first = view.lists.lists["variant-only"].latents()
+        if first:
+            view.lists.lists["variant-only"].select_latent(first[0])
+        _settle(app)
+        window.grab().save(str(out / "crosscoder.png"))
+        print("crosscoder.png:", view.summary.text()[:200])
+        shown = []
+        session.dashboard_shown.connect(shown.append)
+        latents = (first or view.lists.lists["shared"].latents())[:2]
+        for n, j in enumerate(latents):
+            start = time.monotonic()
+            session.open_dashboard(j)
+            if not _wait_calmly(lambda: j in shown or (not session.busy() and bool(session.error)), 900):
+                print("the dashboard did not finish:", view.dashboard.stats.text())
+                return 1
+            print(f"dashboard of latent {j} ({'reads the documents' if n == 0 else 'from the read documents'}): "
+                  f"{time.monotonic() - start:.1f} s")
+        if latents:
+            session.open_dashboard(latents[0])
+            _wait_calmly(lambda: shown.count(latents[0]) >= 2, 120)
+        _settle(app)
+        window.grab().save(str(out / "crosscoder-dashboard.png"))
+        print("crosscoder-dashboard.png:", view.dashboard.stats.text()[:300])
+        if analyses:
+            for kind in ("reasoning", "geometry", "ablation"):
+                start = time.monotonic()
+                session.run_analysis(kind)
+                if not _wait_calmly(lambda: kind in done or (not session.busy() and bool(session.error)), 1800):
+                    print(f"{kind} did not finish:", view.status.text())
+                    continue
+                _settle(app)
+                window.grab().save(str(out / f"crosscoder-{kind}.png"))
+                print(f"crosscoder-{kind}.png: {time.monotonic() - start:.1f} s; {view.status.text()[:300]}")
+        return 0
+    finally:
+        if tmp is not None:
+            session.cancel()
+            tmp.cleanup()
 
 
 def student_shots(app, window, out: Path) -> int:
