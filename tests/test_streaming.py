@@ -78,9 +78,9 @@ def test_skip_batches_equals_dropping_them_and_spares_the_teacher(tiny_teacher, 
     ran = []
     real_capture = streaming.capture
 
-    def counting(teacher, ids, mask, hooks, state=None):
+    def counting(teacher, ids, mask, hooks, state=None, **kw):
         ran.append(int(mask.sum()))
-        return real_capture(teacher, ids, mask, hooks, state)
+        return real_capture(teacher, ids, mask, hooks, state, **kw)
 
     monkeypatch.setattr(streaming, "capture", counting)
     rest = list(teacher_batches(tiny_teacher, DOCS, HOOK, skip_batches=skip, **kwargs))
