@@ -106,7 +106,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue a run folder (or run id) from its checkpoint")
     p.add_argument("--describe", action="store_true", help="print every setting with its help and range")
     p.add_argument("--write-default", metavar="FILE", help="write a default spec to FILE and exit")
-    p.add_argument("--kind", default="sae", choices=["sae", "student"],
+    p.add_argument("--kind", default="sae", choices=["sae", "student", "variant", "crosscoder"],
                    help="the job kind --describe and --write-default are about (default sae)")
 
 

@@ -220,7 +220,7 @@ def details_html(row: RunRow, progress: str = "") -> str:
         lines.append(esc(f"Student {s.n_layers} layers x {s.d_hidden}, {target} targets · {spec.data.teacher} · "
                          f"{spec.data.hook} · {spec.data.corpus}"))
         lines.append(esc(f"lr {t.lr:g} · {t.batch_size:,} documents a step · at most {t.epochs} epochs"))
-    elif spec is not None:
+    elif spec is not None and spec.kind == "sae":  # the pair jobs add their own line (training_view)
         sae = spec.sae
         arch = {"topk": "TopK", "batchtopk": "BatchTopK", "relu": "ReLU + L1"}.get(sae.get("architecture"),
                                                                                   sae.get("architecture"))

@@ -174,7 +174,7 @@ def test_crosscoder_spec_round_trips_and_is_documented():
 
 
 @pytest.mark.parametrize("text, words", [
-    ("kind = 'crosscoder'\n", ["[pair]", "'variant'"]),
+    ("kind = 'crosscoder'\n[pair]\nvariant = ' '\n", ["[pair]", "'variant'"]),
     ("kind = 'crosscoder'\n[pair]\nvariant = 'v'\n[crosscoder]\nd_in = 8\n", ["d_in"]),
     ("kind = 'crosscoder'\n[pair]\nvariant = 'v'\n[crosscoder]\narchitecture = 'topk'\n", ["architecture"]),
     ("kind = 'crosscoder'\n[pair]\nvariant = 'v'\n[data]\nsource = 'stream'\n", ["paired activation cache"]),

@@ -177,7 +177,10 @@ def test_the_crosscoder_method_takes_the_base_from_the_first_page_and_a_variant_
     assert "architecture" in forms["crosscoder"].widgets and "d_in" not in forms["crosscoder"].widgets
     for entry in describe_spec("crosscoder")["crosscoder"]:
         assert forms["crosscoder"].widgets[entry["name"]].toolTip().startswith(entry["help"])
-    w.next()  # no variant yet: refused, naming the field
+    # the demo's variant run by default; an empty field is refused, naming the field
+    assert forms["pair"].widgets["variant"].text() == "run:variant-demo"
+    forms["pair"].widgets["variant"].setText("")
+    w.next()
     assert w.currentPage() is w.settings_page and "'variant'" in w.settings_page.error.text()
     # 'Latest variant run' finds the newest finished variant run's model folder.
     assert w.settings_page.use_latest_variant() is None and "No variant run" in w.settings_page.error.text()

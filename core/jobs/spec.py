@@ -216,7 +216,7 @@ class PairSpec:
 
     base: str = option("bundled", help="The base model: 'bundled' (Gemma 3 270M), a Hugging Face "
                        "model folder or a .gguf file.")
-    variant: str = option("", help="Its variant, sharing the tokenizer: a Hugging Face folder (a "
+    variant: str = option("run:variant-demo", help="Its variant, sharing the tokenizer: a Hugging Face folder (a "
                           "variant job writes one to its run's artifacts/variant), a .gguf file, or "
                           "run:NAME, the variant of the newest finished variant run of that name or "
                           "id (e.g. run:variant-demo).")
