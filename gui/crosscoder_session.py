@@ -528,7 +528,8 @@ class CrosscoderSession(QObject):
             latents = sets[name]
             if not latents:
                 name = "rel>0.5"
-                latents = [j for j, r in enumerate(rep["relative_norm"]) if r is not None and r > 0.5]
+                latents = [j for j, r in enumerate(rep["relative_norm"])  # the seed's cut, live latents only
+                           if r is not None and r > 0.5 and rep["class"][j] != "dead"]
             if not latents:
                 self.view.show_status("No latent leans to the variant (relative norm > 0.5): nothing to ablate.")
                 return None

@@ -705,6 +705,17 @@ class AblationPanel(QWidget):
         return path
 
 
+class _SortItem(QTableWidgetItem):
+    """A cell that sorts by its UserRole value (numbers as numbers), not by its text."""
+
+    def __lt__(self, other) -> bool:
+        a, b = self.data(Qt.ItemDataRole.UserRole), other.data(Qt.ItemDataRole.UserRole)
+        try:
+            return a < b
+        except TypeError:
+            return str(a) < str(b)
+
+
 class ReasoningPanel(QWidget):
     """The latents tagged with a reasoning category, their specificity and class."""
 
@@ -758,15 +769,15 @@ class ReasoningPanel(QWidget):
                      (_num(peak), peak if peak is not None else -1.0),
                      (_num(r.get(f"act_{control}")), r.get(f"act_{control}") or 0.0)]
             for c, (text, key) in enumerate(cells):
-                item = QTableWidgetItem(text)
+                item = _SortItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, key)
-                if isinstance(key, (int, float)) and c != 1:
-                    item.setData(Qt.ItemDataRole.DisplayRole, text)
+                if isinstance(key, (int, float)):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if c == 3 and text in CLASS_COLOURS:
                     item.setForeground(QColor(CLASS_COLOURS[text]))
                 self.table.setItem(i, c, item)
         self.table.setSortingEnabled(True)
+        self.table.sortItems(1, Qt.SortOrder.AscendingOrder)  # by tag; core's order (specificity) within
         parts = []
         for tag, d in data["counts"].items():
             by_class = ", ".join(f"{c} {n}" for c, n in d.items() if c != "all")

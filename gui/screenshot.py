@@ -323,8 +323,9 @@ def crosscoder_shots(app, window, out: Path, folder: str | None, layer: int, ana
         start = time.monotonic()
         done = []
         session.analysis_done.connect(done.append)
-        session.run_analysis("scaling")
-        if not _wait_calmly(lambda: "scaling" in done or (not session.busy() and bool(session.error)), 900):
+        if session.run_analysis("scaling") is None:  # nothing to test: no exclusive latent
+            print("no Latent Scaling:", view.status.text())
+        elif not _wait_calmly(lambda: "scaling" in done or (not session.busy() and bool(session.error)), 900):
             print("Latent Scaling did not finish:", view.status.text())
         print(f"Latent Scaling: {time.monotonic() - start:.1f} s; {view.status.text()[:300]}")
         view.right.setCurrentIndex(0)
@@ -337,7 +338,12 @@ def crosscoder_shots(app, window, out: Path, folder: str | None, layer: int, ana
         print("crosscoder.png:", view.summary.text()[:200])
         shown = []
         session.dashboard_shown.connect(shown.append)
-        latents = (first or view.lists.lists["shared"].latents())[:2]
+        if not first:  # no variant-only latent: the shared ones that lean most to the variant
+            rows = sorted(view.lists.lists["shared"].model_.rows, key=lambda r: -(r["rel"] or 0.0))
+            first = [r["latent"] for r in rows]
+            if first:
+                view.select_latent(first[0])
+        latents = first[:2]
         for n, j in enumerate(latents):
             start = time.monotonic()
             session.open_dashboard(j)
@@ -355,7 +361,9 @@ def crosscoder_shots(app, window, out: Path, folder: str | None, layer: int, ana
         if analyses:
             for kind in ("reasoning", "geometry", "ablation"):
                 start = time.monotonic()
-                session.run_analysis(kind)
+                if session.run_analysis(kind) is None:
+                    print(f"no {kind}:", view.status.text())
+                    continue
                 if not _wait_calmly(lambda: kind in done or (not session.busy() and bool(session.error)), 1800):
                     print(f"{kind} did not finish:", view.status.text())
                     continue

@@ -250,6 +250,10 @@ def test_analyses_show_cores_numbers_and_export_writes_every_panel(qtbot, tab, p
     tags = tag_latents(cc, pair, load_prompt_sets(), max_length=64)
     assert view.reasoning.table.rowCount() == len(tags.rows())
     assert tab.tags == {r["latent"]: r["tag"] for r in tags.rows()}
+    table = view.reasoning.table
+    table.sortItems(0, Qt.SortOrder.AscendingOrder)  # numbers sort as numbers
+    shown = [int(table.item(r, 0).text()) for r in range(table.rowCount())]
+    assert shown == sorted(r["latent"] for r in tags.rows())
 
     with qtbot.waitSignal(tab.analysis_done, timeout=TIMEOUT_MS):
         view.analysis_buttons["geometry"].click()
