@@ -290,8 +290,8 @@ class CrosscoderSession(QObject):
         self.scaling, self.tags, self.results, self.dashboard = {}, {}, {}, None
         self.view.set_model_names(cc.cfg.model_names)
         self.view.show_crosscoder(self._summary(), result["report"], self._lists())
-        self.view.dashboard.stack.show_message("Double-click a latent in the lists (or select it and press Enter) "
-                                               "to see its dashboard.")
+        self.view.dashboard.clear("Double-click a latent in the lists (or select it and press Enter) to see its "
+                                  "dashboard.")
         for panel in (self.view.ablation, self.view.reasoning, self.view.geometry_panel):
             panel.data = None
             panel.stack.setCurrentIndex(0)

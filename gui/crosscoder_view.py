@@ -463,6 +463,13 @@ class DashboardPanel(QWidget):
             self.effects_titles[m].setText(f"Logit effects in {name}")
             self.effects_titles[m].setStyleSheet(f"font-weight: 600; color: {MODEL_COLOURS[m]};")
 
+    def clear(self, message: str) -> None:
+        """No latent shown (a new crosscoder was opened)."""
+        self.latent, self.data = -1, None
+        for b in self.steer_buttons:
+            b.setEnabled(False)
+        self.stack.show_message(message)
+
     def begin(self, latent: int, title_html: str, message: str) -> None:
         self.latent = latent
         self.data = None
@@ -776,8 +783,9 @@ class ReasoningPanel(QWidget):
                 if c == 3 and text in CLASS_COLOURS:
                     item.setForeground(QColor(CLASS_COLOURS[text]))
                 self.table.setItem(i, c, item)
+        # By tag; within a tag core's order (falling specificity) stays, as Qt's sort is stable.
+        self.table.horizontalHeader().setSortIndicator(1, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
-        self.table.sortItems(1, Qt.SortOrder.AscendingOrder)  # by tag; core's order (specificity) within
         parts = []
         for tag, d in data["counts"].items():
             by_class = ", ".join(f"{c} {n}" for c, n in d.items() if c != "all")

@@ -251,6 +251,8 @@ def test_analyses_show_cores_numbers_and_export_writes_every_panel(qtbot, tab, p
     assert view.reasoning.table.rowCount() == len(tags.rows())
     assert tab.tags == {r["latent"]: r["tag"] for r in tags.rows()}
     table = view.reasoning.table
+    by_tag = sorted(tags.rows(), key=lambda r: r["tag"])  # stable: core's order within a tag
+    assert [int(table.item(r, 0).text()) for r in range(table.rowCount())] == [r["latent"] for r in by_tag]
     table.sortItems(0, Qt.SortOrder.AscendingOrder)  # numbers sort as numbers
     shown = [int(table.item(r, 0).text()) for r in range(table.rowCount())]
     assert shown == sorted(r["latent"] for r in tags.rows())
@@ -350,7 +352,7 @@ def test_damaged_folders_and_moved_models_give_clear_messages(qtbot, tab, plante
     # A second crosscoder replaces the first; what was shown of the first goes.
     with qtbot.waitSignal(tab.opened, timeout=TIMEOUT_MS):
         tab.open(planted[0])
-    assert view.dashboard.data is None or view.dashboard.stack.currentWidget() is view.dashboard.stack.label
+    assert view.dashboard.data is None and view.dashboard.stack.currentWidget() is view.dashboard.stack.label
 
 
 def test_main_window_crosscoder_tab(qtbot, make_window, tiny_teacher, planted):
@@ -382,3 +384,42 @@ def test_main_window_crosscoder_tab(qtbot, make_window, tiny_teacher, planted):
     assert torch.allclose(entry.direction.vector, planted[1].decoder_directions(1)[j])
     window.close()
     assert session.threads_finished(), "the crosscoder worker thread is still running after close"
+
+
+def test_reasoning_table_shows_cores_tags_in_order(qtbot):
+    """Planted activity (as tests/test_crosscoder_analysis.py builds it): latents 0 and 5 are
+    specific to one category, 3 to the categories together; the table shows core's rows, by tag
+    with core's order within, sorts numbers as numbers and opens a double-clicked latent."""
+    from core.crosscoder.reasoning import CONTROL, activity_from_activations, tags_from_activity
+    from gui.crosscoder_view import ReasoningPanel
+
+    g = torch.Generator().manual_seed(0)
+    per_set = {}
+    for s in ("self-reflection", "deductive", "alternative", "contrastive", CONTROL):
+        texts = []
+        for _ in range(10):
+            f = torch.zeros(8, 12)
+            pos = int(torch.randint(0, 8, (1,), generator=g))
+            f[pos, 0] = 3.0 if s == "self-reflection" else 0.0
+            f[pos, 10] = 2.0 if s == "self-reflection" else 0.5
+            f[:, 1] = (torch.rand(8, generator=g) < 0.5).float()
+            f[pos, 3] = 0.5 if s == CONTROL else 2.0
+            f[pos, 5] = {"alternative": 3.0, "deductive": 1.0}.get(s, 0.0)
+            texts.append(f)
+        per_set[s] = texts
+    data = tags_from_activity(activity_from_activations(per_set)).to_json()
+    assert {r["latent"]: r["tag"] for r in data["rows"]} == {0: "self-reflection", 10: "self-reflection",
+                                                             5: "alternative", 3: "reasoning"}
+    panel = ReasoningPanel()
+    qtbot.addWidget(panel)
+    panel.show_result(data)
+    table = panel.table
+    shown = [(int(table.item(r, 0).text()), table.item(r, 1).text()) for r in range(table.rowCount())]
+    assert shown == [(r["latent"], r["tag"]) for r in sorted(data["rows"], key=lambda r: r["tag"])]
+    assert [j for j, t in shown if t == "self-reflection"] == [0, 10]  # core's order: 'only here' first
+    table.sortItems(0, Qt.SortOrder.AscendingOrder)
+    assert [int(table.item(r, 0).text()) for r in range(table.rowCount())] == [0, 3, 5, 10]
+    assert "<b>self-reflection</b> 2" in panel.counts.text()
+    with qtbot.waitSignal(panel.latent_activated, timeout=1000) as blocker:
+        table.cellDoubleClicked.emit(3, 0)
+    assert blocker.args == [10]
