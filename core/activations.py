@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from safetensors import safe_open
@@ -178,10 +178,7 @@ def extract(
     folder = Path(out_dir)
     ids = [d.id for d in documents]
     texts = [d.text for d in documents]
-    if not ids:
-        raise CacheError("There are no documents to extract.", "Open a file or folder with text first.")
-    if len(set(ids)) != len(ids):
-        raise CacheError("Document ids are not unique.", "Give every document its own id.")
+    check_document_ids(ids)
     key = {
         "model": teacher.identity(),
         "hook": hook.name,
@@ -228,23 +225,15 @@ def extract(
     return ActivationCache(folder)
 
 
+def check_document_ids(ids: Sequence[str]) -> None:
+    if not ids:
+        raise CacheError("There are no documents to extract.", "Open a file or folder with text first.")
+    if len(set(ids)) != len(ids):
+        raise CacheError("Document ids are not unique.", "Give every document its own id.")
+
+
 def _resume_or_start(folder: Path, key: dict, ids: list[str], documents, teacher: Teacher) -> dict:
-    if (folder / "manifest.json").exists():
-        for stale in folder.glob(".*.tmp-*"):  # half-written files of a killed run
-            stale.unlink(missing_ok=True)
-        cache = ActivationCache(folder, require_complete=False)  # raises CacheError if corrupt
-        if cache.manifest["key"] != key:
-            raise CacheError(
-                f"'{folder}' already holds a cache of a different model, hook, corpus or setting "
-                f"({cache.manifest['key']['model']['name']}, {cache.manifest['key']['hook']}).",
-                "Choose an empty folder, or delete that cache first.",
-            )
-        return cache.manifest
-    if folder.exists() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
-        raise CacheError(f"'{folder}' is not empty and holds no activation cache.",
-                         "Choose an empty or new folder so nothing of yours is overwritten.")
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = {
+    return resume_or_start(folder, key, ActivationCache, lambda: {
         "format": CACHE_FORMAT,
         "key": key,
         "hook": key["hook"],
@@ -256,27 +245,49 @@ def _resume_or_start(folder: Path, key: dict, ids: list[str], documents, teacher
         "n_documents": len(ids),
         "document_ids": ids,
         "labels": [getattr(d, "label", None) for d in documents],
-        "n_rows": 0,
-        "n_tokens": 0,
-        "shards": [],
-        "complete": False,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    })
+
+
+def resume_or_start(folder: Path, key: dict, cache_cls: type["ActivationCache"],
+                    new_manifest: Callable[[], dict]) -> dict:
+    """The manifest of an unfinished cache of `key` in `folder` (stale temporary files removed),
+    or a fresh one (`new_manifest()` plus the empty progress fields) written to a new or empty
+    folder. A folder holding anything else is refused, so nothing of the user's is overwritten."""
+    if (folder / "manifest.json").exists():
+        for stale in folder.glob(".*.tmp-*"):  # half-written files of a killed run
+            stale.unlink(missing_ok=True)
+        cache = cache_cls(folder, require_complete=False)  # raises CacheError if corrupt
+        if cache.manifest["key"] != key:
+            raise CacheError(
+                f"'{folder}' already holds a cache of a different {cache.SOURCE}, hook, corpus "
+                f"or setting ({cache.source_names()}, {cache.manifest['key'].get('hook')}).",
+                "Choose an empty folder, or delete that cache first.",
+            )
+        return cache.manifest
+    if folder.exists() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
+        raise CacheError(f"'{folder}' is not empty and holds no {cache_cls.NAME}.",
+                         "Choose an empty or new folder so nothing of yours is overwritten.")
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {**new_manifest(), "n_rows": 0, "n_tokens": 0, "shards": [], "complete": False,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_manifest(folder, manifest)
     return manifest
 
 
 def _finish(folder: Path, manifest: dict) -> None:
-    """Combine per-shard sums into mean/std, then mark the cache complete."""
-    total = torch.zeros(manifest["d_model"], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
+    """Combine per-shard sums into mean/std (per dimension, and per model in a paired cache),
+    then mark the cache complete."""
+    total = total_sq = None
     n_tokens = 0
     for shard in manifest["shards"]:
         with safe_open(str(folder / shard["file"]), "pt") as data:  # reads only what is asked
-            total += data.get_tensor("stat_sum")
-            total_sq += data.get_tensor("stat_sumsq")
+            part, part_sq = data.get_tensor("stat_sum"), data.get_tensor("stat_sumsq")
+            total = part if total is None else total + part
+            total_sq = part_sq if total_sq is None else total_sq + part_sq
             has_counts = "n_tokens" in data.keys()
             n_tokens += int(data.get_tensor("n_tokens").sum()) if has_counts else int(shard["rows"])
+    if total is None:  # no shard: every document was empty
+        total = total_sq = torch.zeros(manifest["d_model"], dtype=torch.float64)
     count = max(manifest["n_rows"], 1)
     mean = total / count
     var = (total_sq / count - mean * mean).clamp(min=0)
@@ -291,21 +302,28 @@ def _finish(folder: Path, manifest: dict) -> None:
 class ActivationCache:
     """A read-only view of a cache folder; every inconsistency raises CacheError."""
 
+    FORMAT = CACHE_FORMAT
+    NAME = "activation cache"  # in messages
+    SOURCE = "model"
+    FIELDS = ("key", "shards", "document_ids", "n_rows", "complete", "d_model", "mode")
+    WRITTEN_BY = "Choose the folder that `distillscope extract` wrote."
+
     def __init__(self, folder: str | Path, require_complete: bool = True):
         self.folder = Path(folder)
         path = self.folder / "manifest.json"
         if not path.exists():
-            raise CacheError(f"'{self.folder}' holds no activation cache (no manifest.json).",
-                             "Choose the folder that `distillscope extract` wrote.")
+            raise CacheError(f"'{self.folder}' holds no {self.NAME} (no manifest.json).",
+                             self.WRITTEN_BY)
         try:
             manifest = json.loads(path.read_text("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CacheError(f"The cache manifest '{path}' is corrupt ({exc.__class__.__name__}).",
                              "Delete the folder and extract again.")
-        if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
-            raise CacheError(f"'{path}' is not a distillscope activation cache of format {CACHE_FORMAT}.",
+        if not isinstance(manifest, dict) or manifest.get("format") != self.FORMAT:
+            raise CacheError(f"'{path}' is not a distillscope {self.NAME} of format "
+                             f"{self.FORMAT}.",
                              "It was written by another tool or version; extract again into a new folder.")
-        for field in ("key", "shards", "document_ids", "n_rows", "complete", "d_model", "mode"):
+        for field in self.FIELDS:
             if field not in manifest:
                 raise CacheError(f"The cache manifest '{path}' lacks '{field}'.", "Extract again.")
         for shard in manifest["shards"]:
@@ -314,9 +332,13 @@ class ActivationCache:
                 raise CacheError(f"Shard '{file}' is missing or has the wrong size.",
                                  "The cache was damaged; delete the folder and extract again.")
         if require_complete and not manifest["complete"]:
-            raise CacheError(f"The cache in '{self.folder}' is unfinished.",
+            raise CacheError(f"The {self.NAME} in '{self.folder}' is unfinished.",
                              "Run the same extraction again: it resumes where it stopped.")
         self.manifest = manifest
+
+    def source_names(self) -> str:
+        """What wrote the cache, for messages."""
+        return str(self.manifest["key"].get("model", {}).get("name", "?"))
 
     @property
     def hook(self) -> HookPoint:

@@ -29,15 +29,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 
 from core import paths
-from core.activations import (DTYPES, ExtractSettings, _ShardWriter, content_mask, corpus_hash,
-                              pad_batch, plan_batches, write_manifest)
+from core.activations import (DTYPES, ActivationCache, ExtractSettings, _finish, _ShardWriter,
+                              check_document_ids, content_mask, corpus_hash, pad_batch, plan_batches,
+                              resume_or_start)
 from core.errors import CacheError, DistillscopeError
 from core.models import HookPoint, Teacher, capture, load_teacher
-from core.paths import atomic_write_bytes
 from core.progress import TaskState
 
 PAIRED_FORMAT = "distillscope-paired-activations/1"
@@ -223,10 +221,7 @@ def extract_pair(pair: ModelPair, documents: Sequence, out_dir: str | Path,
     folder = Path(out_dir)
     ids = [d.id for d in documents]
     texts = [d.text for d in documents]
-    if not ids:
-        raise CacheError("There are no documents to extract.", "Open a file or folder with text first.")
-    if len(set(ids)) != len(ids):
-        raise CacheError("Document ids are not unique.", "Give every document its own id.")
+    check_document_ids(ids)
     manifest = _resume_or_start(folder, pair_cache_key(pair, hook, settings, documents), pair, documents)
     if manifest["complete"]:
         return PairedCache(folder)
@@ -262,22 +257,7 @@ def extract_pair(pair: ModelPair, documents: Sequence, out_dir: str | Path,
 
 
 def _resume_or_start(folder: Path, key: dict, pair: ModelPair, documents) -> dict:
-    if (folder / "manifest.json").exists():
-        for stale in folder.glob(".*.tmp-*"):  # half-written files of a killed run
-            stale.unlink(missing_ok=True)
-        cache = PairedCache(folder, require_complete=False)  # raises CacheError if corrupt
-        if cache.manifest["key"] != key:
-            models = cache.manifest["key"].get("models", {})
-            names = " and ".join(str(m.get("name", "?")) for m in models.values()) or "other models"
-            raise CacheError(f"'{folder}' already holds a paired cache of a different pair, hook, "
-                             f"corpus or setting ({names}, {cache.manifest['key'].get('hook')}).",
-                             "Choose an empty folder, or delete that cache first.")
-        return cache.manifest
-    if folder.exists() and any(p for p in folder.iterdir() if not p.name.startswith(".")):
-        raise CacheError(f"'{folder}' is not empty and holds no paired activation cache.",
-                         "Choose an empty or new folder so nothing of yours is overwritten.")
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = {
+    return resume_or_start(folder, key, PairedCache, lambda: {
         "format": PAIRED_FORMAT,
         "key": key,
         "hook": key["hook"],
@@ -290,67 +270,23 @@ def _resume_or_start(folder: Path, key: dict, pair: ModelPair, documents) -> dic
         "n_documents": len(documents),
         "document_ids": [d.id for d in documents],
         "labels": [getattr(d, "label", None) for d in documents],
-        "n_rows": 0,
-        "n_tokens": 0,
-        "shards": [],
-        "complete": False,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_manifest(folder, manifest)
-    return manifest
+    })
 
 
-def _finish(folder: Path, manifest: dict) -> None:
-    """Per-model mean and std [2, D] from the shards' sums, then mark the cache complete."""
-    total = torch.zeros(len(MODEL_NAMES), manifest["d_model"], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for shard in manifest["shards"]:
-        with safe_open(str(folder / shard["file"]), "pt") as data:
-            total += data.get_tensor("stat_sum")
-            total_sq += data.get_tensor("stat_sumsq")
-    count = max(manifest["n_rows"], 1)
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp(min=0).sqrt()
-    stats = {"mean": mean.float(), "std": std.float(), "count": torch.tensor([manifest["n_rows"]])}
-    atomic_write_bytes(folder / "stats.safetensors", save(stats))
-    manifest["n_tokens"] = manifest["n_rows"]
-    manifest["complete"] = True
-    write_manifest(folder, manifest)
+class PairedCache(ActivationCache):
+    """A read-only view of a paired cache folder (the single cache's checks, its own format);
+    `stats()` gives per-model mean and std [2, d_model]; shards hold acts [rows, 2, D],
+    doc_index, position and token_id [rows]."""
 
+    FORMAT = PAIRED_FORMAT
+    NAME = "paired activation cache"
+    SOURCE = "pair"
+    FIELDS = ("key", "shards", "document_ids", "n_rows", "complete", "d_model")
+    WRITTEN_BY = "Choose the folder a crosscoder job or extract_pair wrote."
 
-class PairedCache:
-    """A read-only view of a paired cache folder; every inconsistency raises CacheError."""
-
-    def __init__(self, folder: str | Path, require_complete: bool = True):
-        self.folder = Path(folder)
-        path = self.folder / "manifest.json"
-        if not path.exists():
-            raise CacheError(f"'{self.folder}' holds no paired activation cache (no manifest.json).",
-                             "Choose the folder a crosscoder job or extract_pair wrote.")
-        try:
-            manifest = json.loads(path.read_text("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CacheError(f"The cache manifest '{path}' is corrupt ({exc.__class__.__name__}).",
-                             "Delete the folder and extract again.")
-        if not isinstance(manifest, dict) or manifest.get("format") != PAIRED_FORMAT:
-            raise CacheError(f"'{path}' is not a distillscope paired activation cache of format "
-                             f"{PAIRED_FORMAT}.", "Extract the pair again into a new folder.")
-        for field in ("key", "shards", "document_ids", "n_rows", "complete", "d_model"):
-            if field not in manifest:
-                raise CacheError(f"The cache manifest '{path}' lacks '{field}'.", "Extract again.")
-        for shard in manifest["shards"]:
-            file = self.folder / shard["file"]
-            if not file.exists() or file.stat().st_size != shard["bytes"]:
-                raise CacheError(f"Shard '{file}' is missing or has the wrong size.",
-                                 "The cache was damaged; delete the folder and extract again.")
-        if require_complete and not manifest["complete"]:
-            raise CacheError(f"The paired cache in '{self.folder}' is unfinished.",
-                             "Run the same extraction again: it resumes where it stopped.")
-        self.manifest = manifest
-
-    @property
-    def hook(self) -> HookPoint:
-        return HookPoint.parse(self.manifest["hook"])
+    def source_names(self) -> str:
+        models = self.manifest["key"].get("models", {})
+        return " and ".join(str(m.get("name", "?")) for m in models.values()) or "other models"
 
     @property
     def d_model(self) -> int:
@@ -359,27 +295,6 @@ class PairedCache:
     @property
     def n_rows(self) -> int:
         return int(self.manifest["n_rows"])
-
-    @property
-    def document_ids(self) -> list[str]:
-        return self.manifest["document_ids"]
-
-    def _load(self, name: str) -> dict[str, torch.Tensor]:
-        try:
-            return load_file(str(self.folder / name))
-        except Exception as exc:  # safetensors raises its own error types on bad headers
-            raise CacheError(f"Cache file '{self.folder / name}' cannot be read ({exc}).",
-                             "The cache was damaged; delete the folder and extract again.")
-
-    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-model, per-dimension mean and std [2, d_model] over the cache's tokens."""
-        data = self._load("stats.safetensors")
-        return data["mean"], data["std"]
-
-    def shards(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Each shard's tensors: acts [rows, 2, D], doc_index, position, token_id [rows]."""
-        for shard in self.manifest["shards"]:
-            yield self._load(shard["file"])
 
     def batches(self, batch_size: int, seed: int = 0, epochs: int = 1,
                 drop_last: bool = False) -> Iterator[torch.Tensor]:
