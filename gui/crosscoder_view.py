@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QToolButton,
                                QVBoxLayout, QWidget)
 
-from gui.dashboard import ContextRow, contexts_html, show_token
+from gui.dashboard import ContextRow, contexts_html, fill_logit_effects, logit_effects_table
 from gui.style import Placeholder
 from gui.table_model import ListTableModel
 
@@ -84,6 +84,32 @@ def _panel(title: str, body: QWidget, extra: Optional[QWidget] = None) -> QWidge
     layout.addLayout(head)
     layout.addWidget(body, 1)
     return box
+
+
+def _waiting_panel(panel: QWidget, parts: list, message: str) -> Placeholder:
+    """Lay `parts` (widgets, layouts, or (widget, stretch)) out top to bottom in `panel`, behind a
+    Placeholder that shows `message` until there is something to show."""
+    body = QWidget()
+    layout = QVBoxLayout(body)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for part in parts:
+        part, stretch = part if isinstance(part, tuple) else (part, 0)
+        if isinstance(part, QWidget):
+            layout.addWidget(part, stretch)
+        else:
+            layout.addLayout(part)
+    stack = Placeholder(body, message)
+    outer = QVBoxLayout(panel)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(stack)
+    return stack
+
+
+def _note() -> QLabel:
+    note = QLabel("")
+    note.setWordWrap(True)
+    note.setStyleSheet("color: #404040;")
+    return note
 
 
 def _plot(title: str = "", x: str = "", y: str = "") -> pg.PlotWidget:
@@ -398,15 +424,7 @@ class DashboardPanel(QWidget):
         upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(_panel("Activations where it fires", self.hist))
         for m in range(2):
-            table = QTableWidget(0, 4)
-            table.setHorizontalHeaderLabels(["promotes", "logit", "suppresses", "logit"])
-            table.verticalHeader().hide()
-            table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-            table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-            table.verticalHeader().setDefaultSectionSize(20)
-            header = table.horizontalHeader()
-            for col, mode in enumerate((QHeaderView.ResizeMode.Stretch, QHeaderView.ResizeMode.ResizeToContents) * 2):
-                header.setSectionResizeMode(col, mode)
+            table = logit_effects_table()
             stack = Placeholder(table, "")
             note = QLabel("")
             note.setWordWrap(True)
@@ -443,17 +461,9 @@ class DashboardPanel(QWidget):
         split.addWidget(lower)
         split.setSizes([210, 380])
         split.setChildrenCollapsible(False)
-        body = QWidget()
-        body_layout = QVBoxLayout(body)
-        body_layout.setContentsMargins(0, 0, 0, 0)
-        body_layout.addLayout(top)
-        body_layout.addWidget(self.stats)
-        body_layout.addWidget(split, 1)
-        self.stack = Placeholder(body, "Double-click a latent in the lists (or select it and press Enter) "
-                                       "to see its dashboard.")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.stack)
+        self.stack = _waiting_panel(self, [top, self.stats, (split, 1)],
+                                    "Double-click a latent in the lists (or select it and press Enter) "
+                                    "to see its dashboard.")
         self.set_model_names(self.model_names)
 
     def set_model_names(self, names: list[str]) -> None:
@@ -538,20 +548,7 @@ class DashboardPanel(QWidget):
             return
         note.setText(e.get("note") or "")
         note.setVisible(bool(e.get("note")))
-        table = self.effects[m]
-        n = max(len(up), len(down))
-        table.setRowCount(n)
-        for i in range(n):
-            for col, pairs, colour in ((0, up, "#1a6e33"), (2, down, "#a11a1a")):
-                if i < len(pairs):
-                    tok, v = pairs[i]
-                    item = QTableWidgetItem(show_token(tok))
-                    item.setForeground(QColor(colour))
-                    item.setToolTip(repr(tok))
-                    value = QTableWidgetItem(f"{v:+.2f}")
-                    value.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                    table.setItem(i, col, item)
-                    table.setItem(i, col + 1, value)
+        fill_logit_effects(self.effects[m], up, down)
         self.effects_stacks[m].show_content()
 
     def write_csv(self, path) -> Path:
@@ -611,27 +608,16 @@ class AblationPanel(QWidget):
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.summary.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.summary.setMaximumHeight(130)
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #404040;")
+        self.note = _note()
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Metric:"))
         controls.addWidget(self.metric_box)
         controls.addWidget(self.level)
         controls.addStretch(1)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.note)
-        self.stack = Placeholder(body, "Ablation removes the variant-only latents' decoded contribution "
-                                       "from both models' residual and measures how the next-token "
-                                       "distribution moves (seed 003, figure 2). Press Ablation above.")
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.stack)
+        self.stack = _waiting_panel(self, [controls, (self.plot, 1), self.summary, self.note],
+                                    "Ablation removes the variant-only latents' decoded contribution "
+                                    "from both models' residual and measures how the next-token "
+                                    "distribution moves (seed 003, figure 2). Press Ablation above.")
 
     def show_result(self, data: dict) -> None:
         self.data = data
@@ -747,17 +733,10 @@ class ReasoningPanel(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setToolTip("Double-click a latent to open its dashboard")
         self.table.cellDoubleClicked.connect(self._activated)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.counts)
-        layout.addWidget(self.table, 1)
-        self.stack = Placeholder(body, "Reasoning tags run the bundled prompt sets of self-reflection, "
-                                       "deductive, alternative and contrastive reasoning and a neutral "
-                                       "control set through both models. Press Reasoning tags above.")
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.stack)
+        self.stack = _waiting_panel(self, [self.counts, (self.table, 1)],
+                                    "Reasoning tags run the bundled prompt sets of self-reflection, "
+                                    "deductive, alternative and contrastive reasoning and a neutral "
+                                    "control set through both models. Press Reasoning tags above.")
 
     def show_result(self, data: dict) -> None:
         """`data`: ReasoningTags.to_json()."""
@@ -836,26 +815,16 @@ class GeometryPanel(QWidget):
         # The variant dashed: where the two models agree, both curves stay visible.
         self.curves = [self.plot.plot([], [], pen=pg.mkPen(MODEL_COLOURS[m], width=2, style=(
             Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine)[m])) for m in range(2)]
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #404040;")
+        self.note = _note()
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Quadruples:"))
         controls.addWidget(self.which)
         controls.addWidget(self.pca)
         controls.addStretch(1)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
-        layout.addWidget(self.plot, 1)
-        layout.addWidget(self.note)
-        self.stack = Placeholder(body, "The parallelogram test reads analogy quadruples a : b :: c : d in both "
-                                       "models' residual at the crosscoder's layer (seed 003, figure 4). "
-                                       "Press Geometry above.")
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.stack)
+        self.stack = _waiting_panel(self, [controls, (self.plot, 1), self.note],
+                                    "The parallelogram test reads analogy quadruples a : b :: c : d in "
+                                    "both models' residual at the crosscoder's layer (seed 003, figure "
+                                    "4). Press Geometry above.")
 
     def show_result(self, data: dict) -> None:
         """`data`: GeometryResult.to_json()."""

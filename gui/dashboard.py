@@ -36,6 +36,39 @@ from gui.token_view import display_text
 N_CONTEXTS = 20
 
 
+def logit_effects_table() -> QTableWidget:
+    """A read-only table of the tokens a decoder direction promotes and suppresses."""
+    table = QTableWidget(0, 4)
+    table.setHorizontalHeaderLabels(["promotes", "logit", "suppresses", "logit"])
+    table.verticalHeader().hide()
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+    table.verticalHeader().setDefaultSectionSize(20)
+    table.setToolTip("The decoder direction through the final norm and the unembedding: "
+                     "the tokens whose logits it raises and lowers most")
+    header = table.horizontalHeader()
+    for col, mode in enumerate((QHeaderView.ResizeMode.Stretch, QHeaderView.ResizeMode.ResizeToContents) * 2):
+        header.setSectionResizeMode(col, mode)
+    return table
+
+
+def fill_logit_effects(table: QTableWidget, promoted, suppressed) -> None:
+    """(token, logit) pairs, promoted in green beside suppressed in red."""
+    n = max(len(promoted), len(suppressed))
+    table.setRowCount(n)
+    for i in range(n):
+        for col, pairs, colour in ((0, promoted, "#1a6e33"), (2, suppressed, "#a11a1a")):
+            if i < len(pairs):
+                tok, v = pairs[i]
+                item = QTableWidgetItem(show_token(tok))
+                item.setForeground(QColor(colour))
+                item.setToolTip(repr(tok))
+                value = QTableWidgetItem(f"{v:+.2f}")
+                value.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                table.setItem(i, col, item)
+                table.setItem(i, col + 1, value)
+
+
 @dataclass
 class ContextRow:
     """One top-activating context: a window of tokens around the activating one."""
@@ -212,17 +245,7 @@ class FeatureDashboard(QWidget):
         self.hist_note = pg.TextItem("", color="#808080", anchor=(0.5, 0.5))
         self.hist.addItem(self.hist_note)
 
-        self.effects = QTableWidget(0, 4)
-        self.effects.setHorizontalHeaderLabels(["promotes", "logit", "suppresses", "logit"])
-        self.effects.verticalHeader().hide()
-        self.effects.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.effects.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.effects.verticalHeader().setDefaultSectionSize(20)
-        self.effects.setToolTip("The decoder direction through the final norm and the unembedding: "
-                                "the tokens whose logits it raises and lowers most")
-        header = self.effects.horizontalHeader()
-        for col, mode in enumerate((QHeaderView.ResizeMode.Stretch, QHeaderView.ResizeMode.ResizeToContents) * 2):
-            header.setSectionResizeMode(col, mode)
+        self.effects = logit_effects_table()
         self.effects_stack = Placeholder(self.effects, "")
         effects_box = _titled("Logit effects", self.effects_stack)
 
@@ -423,19 +446,7 @@ class FeatureDashboard(QWidget):
         if not data.promoted and not data.suppressed:
             self.effects_stack.show_message(data.effects_note or "No logit effects.")
             return
-        n = max(len(data.promoted), len(data.suppressed))
-        self.effects.setRowCount(n)
-        for i in range(n):
-            for col, pairs, colour in ((0, data.promoted, "#1a6e33"), (2, data.suppressed, "#a11a1a")):
-                if i < len(pairs):
-                    tok, v = pairs[i]
-                    item = QTableWidgetItem(show_token(tok))
-                    item.setForeground(QColor(colour))
-                    item.setToolTip(repr(tok))
-                    value = QTableWidgetItem(f"{v:+.2f}")
-                    value.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                    self.effects.setItem(i, col, item)
-                    self.effects.setItem(i, col + 1, value)
+        fill_logit_effects(self.effects, data.promoted, data.suppressed)
         self.effects_stack.show_content()
 
     def _show_nearest(self, data: DashboardData, labels: Callable[[int], str]) -> None:
