@@ -168,6 +168,8 @@ class LatentTableModel(ListTableModel):
             return QBrush(QColor("#b35900"))
         if role == Qt.ItemDataRole.ToolTipRole and key == "scaling":
             return row.get("scaling_tip") or None
+        if role == Qt.ItemDataRole.ToolTipRole and key == "tag":
+            return v or None  # the whole tag where the column elides it
         return None
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
@@ -217,9 +219,15 @@ class LatentList(QTableView):
         self.verticalHeader().hide()
         self.verticalHeader().setDefaultSectionSize(21)
         self.setWordWrap(False)
+        # Numbers and the verdict as wide as they need; the Tag takes what is left and elides
+        # ("self-refl…", the full tag in its tooltip) instead of running past the right edge:
+        # a last section that also resized to its contents was clipped at 1280 px.
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(LatentTableModel.KEYS.index("tag"), QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(min(header.minimumSectionSize(), 32))
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.setToolTip("Double-click or press Enter to open the latent's dashboard")
 
     def set_rows(self, rows: list[dict]) -> None:

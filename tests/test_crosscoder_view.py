@@ -423,3 +423,31 @@ def test_reasoning_table_shows_cores_tags_in_order(qtbot):
     with qtbot.waitSignal(panel.latent_activated, timeout=1000) as blocker:
         table.cellDoubleClicked.emit(3, 0)
     assert blocker.args == [10]
+
+
+def test_latent_lists_keep_the_tag_column_inside_the_view_at_1280_px(qtbot):
+    """Wide numbers (5-digit latents, large nu) and long tags in a 1280 px window: the lists
+    never run past their right edge (the Tag column was clipped), the Tag column takes what is
+    left and elides, and its tooltip holds the whole tag."""
+    from gui.crosscoder_view import CrosscoderView, LatentTableModel
+
+    view = CrosscoderView()
+    qtbot.addWidget(view)
+    view.resize(1280, 800)
+    view.show()
+    rows = [{"latent": 16000 + j, "rel": 0.95123, "cos": -0.12345, "freq": 0.123, "nu_e": -12.123,
+             "nu_r": 123.234, "scaling": ["decoupling?", "shrinkage?", "exclusive", "no evidence"][j % 4],
+             "flagged": j % 2 == 0, "tag": ["self-reflection", "contrastive"][j % 2]} for j in range(40)]
+    cc = Crosscoder(CrosscoderConfig(d_in=8, d_latent=64), seed=0)
+    view.show_crosscoder("<b>test</b>", norm_report(cc), {"variant-only": rows, "base-only": rows[:3],
+                                                          "shared": rows[:3]})
+    qtbot.wait(50)
+    table = view.lists.lists["variant-only"]
+    header = table.horizontalHeader()
+    tag = LatentTableModel.KEYS.index("tag")
+    assert header.sectionPosition(tag) + header.sectionSize(tag) <= table.viewport().width()
+    assert header.length() <= table.viewport().width()
+    assert table.horizontalScrollBar().maximum() == 0
+    assert header.sectionSize(tag) >= header.minimumSectionSize()
+    index = table.model().index(0, tag)
+    assert table.model().data(index, Qt.ItemDataRole.ToolTipRole) == table.model().data(index)
