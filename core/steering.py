@@ -99,6 +99,11 @@ class Direction:
     vector: torch.Tensor  # [D]
     hook: HookPoint
     source: str = ""
+    # Multiplies the strength: the vector added is alpha * gain * typical_norm * unit. 1 for
+    # every direction but a crosscoder latent steering each model with its own decoder row,
+    # where it is that row's norm over the larger of the two (`crosscoder_direction`), so a
+    # variant-only latent barely moves the base.
+    gain: float = 1.0
 
     def __post_init__(self):
         v = torch.as_tensor(self.vector).detach()
@@ -115,6 +120,10 @@ class Direction:
             raise DistillscopeError(f"The direction '{self.name}' is the zero vector, so it points "
                                     "nowhere.", "Pick another feature or vector (a dead feature's "
                                     "decoder row can be zero).")
+        gain = self.gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain < 0:
+            raise DistillscopeError(f"The direction '{self.name}' has gain {gain!r}.", "Give a number of 0 or more.")
+        object.__setattr__(self, "gain", float(gain))
         object.__setattr__(self, "vector", v)
         object.__setattr__(self, "hook", _as_hook(self.hook))
 
@@ -384,7 +393,7 @@ class Steering:
                 given = (norms or {}).get(hook)
                 self.norms[hook] = float(given) if given is not None else \
                     typical_norm(teacher, direction.hook, texts, state)
-            vec = alpha * self.norms[hook] * direction.unit
+            vec = alpha * direction.gain * self.norms[hook] * direction.unit
             layer = direction.hook.layer
             added[layer] = added[layer] + vec if layer in added else vec
         # [D] per block, on the model's device and dtype
@@ -600,14 +609,65 @@ def _field(source: dict, key: str, kind: type, what: str):
     return value
 
 
+OWN_DECODER = "own"  # a crosscoder source's "decoder": each model its own row
+ROLES = {"base": 0, "variant": 1}
+
+
+def crosscoder_direction(cc, latent: int, model, own: bool = False, crosscoder_name: str = "",
+                         name: Optional[str] = None) -> Direction:
+    """Latent `latent` of a crosscoder as a Direction for model `model` (index or name): that
+    model's decoder row in its own units, at the crosscoder's hook.
+
+    own=False: the row alone (gain 1: a strength means the same as for any direction).
+    own=True: the latent steering each model with its own row, keeping their proportion: the
+    gain is this row's norm over the larger of the two rows' norms (in the crosscoder's
+    normalized space, where they compare), so at one strength a variant-only latent
+    (rel ~ 1) moves the variant by alpha typical norms and the base by (1 - rel) / rel of that,
+    next to nothing. A row that is exactly zero steers with gain 0."""
+    from core.crosscoder import relative_norms
+
+    m = cc.model_index(model)
+    try:
+        latent = int(latent)
+    except (TypeError, ValueError):
+        raise DistillscopeError(f"Latent '{latent}' is not a number.", "Give the latent's index.")
+    if not 0 <= latent < cc.cfg.d_latent:
+        raise DistillscopeError(f"Latent {latent} does not exist; the crosscoder has latents 0 to "
+                                f"{cc.cfg.d_latent - 1}.", "Pick an index in that range.")
+    if not cc.cfg.hook:
+        raise DistillscopeError("The crosscoder does not record its hook.",
+                                "Train it again with a hook, or save the row as a vector file.")
+    model_name = cc.cfg.model_names[m]
+    rows = cc.decoder_directions(m)  # [F, D], model m's units
+    norms = cc.W_dec.detach()[latent].float().norm(dim=-1)  # [M], normalized space
+    rel = float(relative_norms(cc)[latent])
+    where = f"crosscoder {crosscoder_name}, " if crosscoder_name else "crosscoder "
+    vector, gain = rows[latent], 1.0
+    if own:
+        top = float(norms.max())
+        gain = float(norms[m]) / top if top > 0 else 0.0
+        if float(vector.norm()) == 0.0:  # no row for this model: any direction, nothing added
+            vector, gain = cc.decoder_directions(int(norms.argmax()))[latent], 0.0
+        what = (f"{where}latent {latent}, {model_name}'s own decoder row, {gain:.2f} of the larger row "
+                f"(relative decoder norm {rel:.2f}), {cc.cfg.hook}")
+        label = name or f"latent {latent} (own rows)"
+    else:
+        what = (f"{where}latent {latent}, {model_name}'s decoder row (relative decoder norm {rel:.2f}), "
+                f"{cc.cfg.hook}")
+        label = name or f"latent {latent} ({model_name} decoder)"
+    return Direction(label, vector, _as_hook(cc.cfg.hook), what, gain)
+
+
 def direction_from_source(source: dict, teacher: Optional[Teacher] = None,
-                          saes: Optional[dict] = None) -> Direction:
+                          saes: Optional[dict] = None, model=None) -> Direction:
     """A Direction from the plain description a preset stores:
 
         {"kind": "feature", "dictionary": DIR, "index": 285}        a dictionary feature's decoder row
         {"kind": "contrast", "path": FILE}                           a saved contrast, in raw units
         {"kind": "crosscoder", "folder": DIR, "latent": 7, "decoder": 1}   a crosscoder latent's
-            decoder row for model 0 (base) or 1 (variant) (or a model name), in that model's units
+            decoder row for model 0 (base) or 1 (variant) (or a model name), in that model's units;
+            "decoder": "own": each model its own row, in proportion (`crosscoder_direction`), the
+            row of `model` ('base', 'variant', an index or a name), which must then be given
         {"kind": "file", "path": FILE, "hook": "resid_post.6"}       one vector (hook optional)
 
     An optional "name" names it. With a teacher, the direction is checked to fit it. `saes`
@@ -638,25 +698,21 @@ def direction_from_source(source: dict, teacher: Optional[Teacher] = None,
         direction = Direction.from_contrast(ContrastVector.load(_field(source, "path", str, "the contrast file")),
                                             name=name)
     elif kind == "crosscoder":
-        from core.crosscoder import Crosscoder, relative_norms
+        from core.crosscoder import Crosscoder
 
         folder = _field(source, "folder", str, "the crosscoder folder")
         latent = _field(source, "latent", int, "the latent's index")
         decoder = source.get("decoder", 1)
         cc = Crosscoder.load(folder)
-        m = cc.model_index(decoder)
-        if not 0 <= latent < cc.cfg.d_latent:
-            raise DistillscopeError(f"Latent {latent} does not exist; the crosscoder has latents 0 to "
-                                    f"{cc.cfg.d_latent - 1}.", "Pick an index in that range.")
-        if not cc.cfg.hook:
-            raise DistillscopeError(f"The crosscoder in {folder} does not record its hook.",
-                                    "Train it again with a hook, or save the row as a vector file.")
-        model_name = cc.cfg.model_names[m]
-        rel = float(relative_norms(cc)[latent])
-        direction = Direction.from_vector(name or f"latent {latent} ({model_name} decoder)",
-                                          cc.decoder_directions(m)[latent], cc.cfg.hook,
-                                          f"crosscoder {Path(folder).name}, latent {latent}, {model_name}'s "
-                                          f"decoder row (relative decoder norm {rel:.2f}), {cc.cfg.hook}")
+        if decoder == OWN_DECODER:
+            if model is None:
+                raise DistillscopeError(f"Latent {latent} steers each model with its own decoder row; "
+                                        "say which model this direction is for.",
+                                        "Pass model='base' or 'variant' (or the model's name).")
+            direction = crosscoder_direction(cc, latent, ROLES.get(model, model), own=True,
+                                             crosscoder_name=Path(folder).name, name=name)
+        else:
+            direction = crosscoder_direction(cc, latent, decoder, crosscoder_name=Path(folder).name, name=name)
     else:
         path = _field(source, "path", str, "the vector file")
         hook = source.get("hook") or None

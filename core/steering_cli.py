@@ -171,14 +171,16 @@ def cmd_steer(args) -> int:
     teacher = load_teacher(model, device=args.device, state=state)
     print(f"{teacher.name} loaded in {time.monotonic() - start:.1f} s", file=sys.stderr)
     sae_cache: dict = {}
-    terms = [(direction_from_source(dict(d.source, name=d.name or d.source.get("name")), teacher, sae_cache),
-              d.alpha) for d in from_preset]
+    # the base's row of a crosscoder latent that steers each model with its own
+    terms = [(direction_from_source(dict(d.source, name=d.name or d.source.get("name")), teacher, sae_cache,
+                                    model="base"), d.alpha) for d in from_preset]
     terms += [(resolve_direction(name, teacher, args.hook, args.dictionary, sae_cache), alpha)
               for name, alpha in terms_text]
     steering = Steering(teacher, terms, state=state)  # measures the typical norms (no hooks yet)
     for direction, alpha in terms:
         hook = direction.hook.name
-        print(f"  {direction.name} = {alpha:g}: {direction.source}; adds {alpha:g} x "
+        gain = f"{direction.gain:.3g} x " if direction.gain != 1 else ""
+        print(f"  {direction.name} = {alpha:g}: {direction.source}; adds {alpha:g} x {gain}"
               f"{steering.norms[hook]:.1f} (typical residual norm at {hook}: centred, BOS excluded)", file=sys.stderr)
     mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature:g}, seed {seed or 0}"
     print(f"({mode}, at most {max_new_tokens} new tokens)", file=sys.stderr)

@@ -617,19 +617,18 @@ class CrosscoderSession(QObject):
         cc, j = self.crosscoder, self.selected_latent()
         if cc is None or j is None:
             return None
-        from core.steering import Direction
+        from core.steering import crosscoder_direction
 
         m = self.view.owner(j) if model is None else int(model)
-        name = cc.cfg.model_names[m]
-        rel = self.info["report"]["relative_norm"][j]
-        rel_text = "n/a" if rel is None else f"{rel:.2f}"
-        return Direction.from_vector(f"latent {j} ({name} decoder)", cc.decoder_directions(m, original_units=True)[j],
-                                     cc.cfg.hook, source=f"crosscoder {_display_name(self.folder)}, latent {j}, "
-                                     f"{name}'s decoder row (relative decoder norm {rel_text}), {cc.cfg.hook}")
+        return crosscoder_direction(cc, j, m, crosscoder_name=_display_name(self.folder))
 
     def steer_source(self, latent: int, model: int) -> dict:
-        """What core.steering.direction_from_source reads for this latent's decoder row."""
-        return {"kind": "crosscoder", "folder": self.folder, "latent": int(latent), "decoder": int(model)}
+        """What core.steering.direction_from_source reads for this latent's decoder row for
+        `model`, or for OWN_ROWS each model's own row in proportion."""
+        from gui.crosscoder_view import OWN_ROWS
+
+        decoder = "own" if model == OWN_ROWS else int(model)  # core.steering.OWN_DECODER (no torch import here)
+        return {"kind": "crosscoder", "folder": self.folder, "latent": int(latent), "decoder": decoder}
 
     def _steer(self, latent: int, model: int) -> None:
         if self.crosscoder is None or latent < 0:
@@ -642,14 +641,15 @@ class CrosscoderSession(QObject):
         steering = getattr(self.window, "steering", None) if self.window is not None else None
         if steering is None or not hasattr(steering, "add_direction"):
             return
-        if model == 1 and getattr(steering, "slots", {}).get("variant") is None and hasattr(steering, "load_variant"):
+        if model != 0 and getattr(steering, "slots", {}).get("variant") is None and hasattr(steering, "load_variant"):
             source = self.sources[1] if len(self.sources) > 1 else ""
             if source and source != BUNDLED and Path(source).is_dir():
                 steering.load_variant(source)
         steering.add_direction(self.steer_source(latent, model))
         self.window.tabs.setCurrentWidget(steering.view)
-        self._set_status(f"Latent {latent}'s {self.crosscoder.cfg.model_names[model]} decoder row added to the "
-                         "Steering tab.")
+        rows = "own decoder rows (each model its own)" if model < 0 else \
+            f"{self.crosscoder.cfg.model_names[model]} decoder row"
+        self._set_status(f"Latent {latent}'s {rows} added to the Steering tab.")
 
     def export(self, key: str, path: str = "") -> str:
         """A panel as CSV or PNG (by suffix; asks for the file when `path` is empty)."""

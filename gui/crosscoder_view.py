@@ -130,6 +130,11 @@ def _plot(title: str = "", x: str = "", y: str = "") -> pg.PlotWidget:
 # The latent lists
 
 
+# steer_requested's model for "each model with its own decoder row, in proportion" (a
+# variant-only latent then barely moves the base; core.steering.crosscoder_direction)
+OWN_ROWS = -1
+
+
 class LatentTableModel(ListTableModel):
     """Rows are dicts: latent, rel, cos, freq, nu_e, nu_r, scaling (text), flagged, tag."""
 
@@ -351,6 +356,9 @@ class ListsPanel(QWidget):
         self.dashboard_button.setToolTip("Open the selected latent's dashboard (Enter or double-click)")
         self.steer_button = QToolButton()
         self.steer_button.setText("Steer with this latent")
+        self.steer_button.setToolTip("Add the latent to the Steering tab: one slider that steers each model along "
+                                     "its own decoder row, in proportion to the rows' norms (a variant-only latent "
+                                     "barely moves the base). The menu adds one model's row alone.")
         self.steer_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
         self.steer_menu = QMenu(self.steer_button)
         self.steer_button.setMenu(self.steer_menu)
@@ -904,7 +912,7 @@ class CrosscoderView(QWidget):
     analysis_requested = Signal(str)  # one of ANALYSES
     cancel_requested = Signal()
     dashboard_requested = Signal(int)  # latent
-    steer_requested = Signal(int, int)  # latent, model index (whose decoder row)
+    steer_requested = Signal(int, int)  # latent, model index (whose decoder row), or OWN_ROWS
     export_requested = Signal(str)  # a key of panels()
 
     def __init__(self, parent=None):
@@ -1028,8 +1036,9 @@ class CrosscoderView(QWidget):
         self.dashboard.set_model_names(names)
         menu = self.lists.steer_menu
         menu.clear()
+        menu.addAction("Each model its own decoder row", lambda: self._steer(None))
         for m, name in enumerate(names[:2]):
-            menu.addAction(f"{name}'s decoder row", lambda m=m: self._steer(m))
+            menu.addAction(f"Only {name}'s decoder row, for {name}", lambda m=m: self._steer(m))
 
     def set_loaded(self, loaded: bool) -> None:
         for b in self.analysis_buttons.values():
@@ -1125,7 +1134,7 @@ class CrosscoderView(QWidget):
         self.lists.dashboard_button.setEnabled(j is not None)
         self.lists.steer_button.setEnabled(j is not None)
         if j is not None:
-            self.lists.steer_button.setText(f"Steer with latent {j} ({self.model_names[self.owner(j)]})")
+            self.lists.steer_button.setText(f"Steer with latent {j}")
         else:
             self.lists.steer_button.setText("Steer with this latent")
 
@@ -1139,9 +1148,10 @@ class CrosscoderView(QWidget):
             self.dashboard_requested.emit(j)
 
     def _steer(self, model: Optional[int]) -> None:
+        """model None (the button): each model steered with its own decoder row (OWN_ROWS)."""
         j = self.selected_latent()
         if j is not None:
-            self.steer_requested.emit(j, self.owner(j) if model is None else model)
+            self.steer_requested.emit(j, OWN_ROWS if model is None else model)
 
 
 def _class_of(rel: float, t: dict) -> str:

@@ -96,12 +96,17 @@ class ModelSlot:
 class Entry:
     """A direction on the tab: where it came from, the resolved core Direction, its strength."""
 
-    def __init__(self, uid: int, source: dict, direction, name: str, alpha: float, apply_to: str):
+    def __init__(self, uid: int, source: dict, direction, name: str, alpha: float, apply_to: str,
+                 per_role: Optional[dict] = None):
         self.uid, self.source, self.direction, self.name = uid, source, direction, name
         self.alpha, self.apply_to = alpha, apply_to
+        self.per_role = per_role or {}  # role -> Direction, for a latent steering each model with its own row
 
     def steers(self, role: str) -> bool:
         return self.apply_to in ("both", role)
+
+    def direction_for(self, role: str):
+        return self.per_role.get(role, self.direction)
 
 
 class _Relay(QObject):
@@ -184,9 +189,19 @@ def _maker(teacher, prompt: str, terms: list, max_new_tokens: int, temperature: 
     return make
 
 
-def _resolve(source: dict, teacher, saes: dict):
-    from core.steering import direction_from_source
+def _gain_text(direction) -> str:
+    gain = getattr(direction, "gain", 1.0)
+    return "" if gain == 1.0 else f" × {gain:.2f} (own row)"
 
+
+def _resolve(source: dict, teacher, saes: dict):
+    """A Direction, or for a crosscoder latent that steers each model with its own decoder row
+    {role: Direction} (the base's checked against the base)."""
+    from core.steering import OWN_DECODER, direction_from_source
+
+    if source.get("kind") == "crosscoder" and source.get("decoder") == OWN_DECODER:
+        return {"base": direction_from_source(source, teacher, saes, model="base"),
+                "variant": direction_from_source(source, None, saes, model="variant")}
     return direction_from_source(source, teacher, saes)
 
 
@@ -385,7 +400,7 @@ class SteeringSession(QObject):
         Returns the row's uid; `direction_added(uid)` or `direction_failed(message)` follows."""
         uid = next(self._uids)
         source = dict(source)
-        if apply_to is None:  # a crosscoder latent steers the model whose decoder row it is
+        if apply_to is None:  # a crosscoder latent's one row steers the model it is of
             apply_to = ({0: "base", 1: "variant"}.get(source.get("decoder"), "both")
                         if source.get("kind") == "crosscoder" else "both")
         if not name and source.get("kind") == "feature":
@@ -398,11 +413,16 @@ class SteeringSession(QObject):
 
         def done(direction) -> None:
             self._pending.discard(uid)
+            per_role = direction if isinstance(direction, dict) else None
+            if per_role is not None:
+                direction = per_role["variant"]
             shown = name or direction.name
-            entry = self.entries[uid] = Entry(uid, source, direction, shown, float(alpha), apply_to)
+            entry = self.entries[uid] = Entry(uid, source, direction, shown, float(alpha), apply_to, per_role)
             detail = f"{direction.hook.name} · {KIND_TEXT.get(source.get('kind'), source.get('kind'))}"
-            self.view.add_row(uid, shown, detail, direction.source, entry.alpha, apply_to)
-            self.view.show_status(f"Added {shown}: {direction.source}.")
+            where = direction.source if per_role is None else \
+                "; ".join(f"{role}: {d.source}" for role, d in per_role.items())
+            self.view.add_row(uid, shown, detail, where, entry.alpha, apply_to)
+            self.view.show_status(f"Added {shown}: {where}.")
             self.direction_added.emit(uid)
             self._after_resolution(regenerate=entry.alpha != 0)
 
@@ -484,7 +504,7 @@ class SteeringSession(QObject):
             if slot is None:
                 continue
             unsteered = slot.stream(("unsteered",) + settings, bound)
-            terms = [(e.direction, e.alpha) for e in self._ordered() if e.steers(role)]
+            terms = [(e.direction_for(role), e.alpha) for e in self._ordered() if e.steers(role)]
             steered, note = None, ""
             if not self.entries:
                 note = "Add a direction to see the steered continuation."
@@ -497,7 +517,8 @@ class SteeringSession(QObject):
             self._bind(role, "steered", steered, prompt, note)
             self.view.panes[(role, "unsteered")].set_subtitle("no steering")
             self.view.panes[(role, "steered")].set_subtitle(
-                " · ".join(f"{e.name} = {e.alpha:+.2f}" for e in self._ordered() if e.steers(role))
+                " · ".join(f"{e.name} = {e.alpha:+.2f}" + _gain_text(e.direction_for(role))
+                           for e in self._ordered() if e.steers(role))
                 or "no direction steers this model")
             jobs = []
             make = _maker(slot.teacher, prompt, [], max_new, temperature, seed_used)

@@ -193,8 +193,13 @@ def test_dashboard_of_the_planted_latent_shows_cores_contexts(qtbot, tab, plante
     owner = view.owner(busiest)
     assert torch.allclose(direction.vector, cc.decoder_directions(owner, original_units=True)[busiest])
     assert direction.hook.name == HOOK
+    from gui.crosscoder_view import OWN_ROWS
+
     with qtbot.waitSignal(tab.steer_requested, timeout=1000) as blocker:
         view.lists.steer_button.click()
+    assert blocker.args == [busiest, OWN_ROWS]  # each model its own decoder row
+    with qtbot.waitSignal(tab.steer_requested, timeout=1000) as blocker:
+        view.lists.steer_menu.actions()[1 + owner].trigger()
     assert blocker.args == [busiest, owner]
     with qtbot.waitSignal(tab.steer_requested, timeout=1000) as blocker:
         view.dashboard.steer_buttons[1].click()
@@ -373,15 +378,32 @@ def test_main_window_crosscoder_tab(qtbot, make_window, tiny_teacher, planted):
         session.open(planted[0])
     # The base model is the window's teacher: the tab borrows a twin instead of loading it again.
     assert set(session._lent()) == {source_key(planted[1].cfg.model_sources[0])}
-    # "Steer with this latent" hands the variant decoder row of a variant-only latent to the Steering tab.
+    # "Steer with this latent" hands a variant-only latent to the Steering tab steering each model
+    # with its own decoder row, in proportion: the base at a small fraction of the variant.
+    from core.steering import OWN_DECODER
+    from gui.crosscoder_view import OWN_ROWS
+
+    cc = planted[1]
     j = session.view.lists.lists["variant-only"].latents()[0]
     session.view.select_latent(j)
     with qtbot.waitSignal(window.steering.direction_added, timeout=TIMEOUT_MS):
         session.view.lists.steer_button.click()
     assert window.tabs.currentWidget() is window.steering.view
     entry = next(iter(window.steering.entries.values()))
+    assert entry.source == session.steer_source(j, OWN_ROWS) and entry.source["decoder"] == OWN_DECODER
+    assert entry.apply_to == "both"
+    norms = cc.W_dec.detach()[j].norm(dim=-1)
+    for role, m in (("base", 0), ("variant", 1)):
+        d = entry.direction_for(role)
+        assert torch.allclose(d.unit, torch.nn.functional.normalize(cc.decoder_directions(m)[j], dim=0), atol=1e-6)
+        assert d.gain == pytest.approx(float(norms[m] / norms.max()), rel=1e-4)
+    assert entry.direction_for("base").gain < 0.2 and entry.direction_for("variant").gain == 1.0
+    # the menu's one-row entry: the variant's row alone, for the variant only
+    with qtbot.waitSignal(window.steering.direction_added, timeout=TIMEOUT_MS):
+        session.view.lists.steer_menu.actions()[2].trigger()
+    entry = window.steering.entries[max(window.steering.entries)]
     assert entry.source == session.steer_source(j, 1) and entry.apply_to == "variant"
-    assert torch.allclose(entry.direction.vector, planted[1].decoder_directions(1)[j])
+    assert torch.allclose(entry.direction.vector, cc.decoder_directions(1)[j]) and entry.direction.gain == 1.0
     window.close()
     assert session.threads_finished(), "the crosscoder worker thread is still running after close"
 

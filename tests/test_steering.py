@@ -480,3 +480,47 @@ def test_cli_steer_with_a_preset(tiny_teacher, tiny_model_dir, tmp_path, capsys)
     assert main(["steer", "--model", str(tiny_model_dir), "--prompt", "x"]) == 2
     assert "no direction" in capsys.readouterr().err
     _no_hooks(tiny_teacher)
+
+
+def test_crosscoder_latent_steers_each_model_with_its_own_row_in_proportion(tiny_teacher, tmp_path):
+    """A variant-only latent (base row 1/20 of the variant's in the crosscoder's normalized
+    space, input scales differing) with decoder 'own': each model gets its own row, the variant
+    at full strength, the base at 1/20 of it, so the base barely moves; one model's row alone
+    keeps gain 1; a row that is exactly zero adds nothing; 'own' without a model is refused."""
+    from core.crosscoder import Crosscoder, CrosscoderConfig
+    from core.steering import OWN_DECODER, crosscoder_direction, direction_from_source
+
+    D = tiny_teacher.d_model
+    cc = Crosscoder(CrosscoderConfig(d_in=D, d_latent=8, k=2, hook=f"resid_post.{LAYER}",
+                                     input_scale=[2.0, 0.5]), seed=0)
+    g = torch.Generator().manual_seed(3)
+    base_row, variant_row = torch.randn(D, generator=g), torch.randn(D, generator=g)
+    with torch.no_grad():
+        cc.W_dec[5, 0] = 0.05 * base_row / base_row.norm()
+        cc.W_dec[5, 1] = variant_row / variant_row.norm()
+        cc.W_dec[6, 0] = 0.0
+    cc.save(tmp_path / "cc")
+    source = {"kind": "crosscoder", "folder": str(tmp_path / "cc"), "latent": 5, "decoder": OWN_DECODER}
+    base = direction_from_source(source, tiny_teacher, model="base")
+    variant = direction_from_source(source, tiny_teacher, model="variant")
+    assert torch.allclose(base.unit, cc.decoder_directions(0)[5] / cc.decoder_directions(0)[5].norm())
+    assert torch.allclose(variant.unit, cc.decoder_directions(1)[5] / cc.decoder_directions(1)[5].norm())
+    assert base.gain == pytest.approx(0.05, rel=1e-4) and variant.gain == 1.0
+    one = direction_from_source(dict(source, decoder=0), tiny_teacher)
+    assert one.gain == 1.0 and torch.allclose(one.unit, base.unit)
+    with pytest.raises(DistillscopeError, match="say which model"):
+        direction_from_source(source, tiny_teacher)
+    assert crosscoder_direction(cc, 6, 0, own=True).gain == 0.0  # no base row at all
+
+    ids = _ids(tiny_teacher)
+    clean = _hidden(tiny_teacher, ids)[LAYER + 1]
+    moved = {}
+    for name, d in (("base", base), ("variant", variant)):
+        with steer(tiny_teacher, [(d, 0.5)]) as s:
+            moved[name] = float(((_hidden(tiny_teacher, ids)[LAYER + 1] - clean)[0, 1:] @ d.unit).mean())
+    norm = s.norms[f"resid_post.{LAYER}"]
+    assert moved["variant"] == pytest.approx(0.5 * norm, rel=1e-3)
+    assert moved["base"] == pytest.approx(0.5 * 0.05 * norm, rel=1e-3)
+    with steer(tiny_teacher, [(crosscoder_direction(cc, 6, 0, own=True), 0.5)]):
+        torch.testing.assert_close(_hidden(tiny_teacher, ids)[LAYER + 1], clean, rtol=0, atol=0)
+    _no_hooks(tiny_teacher)
