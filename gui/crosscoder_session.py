@@ -705,14 +705,8 @@ def _source_text(source: str) -> str:
 
 
 def _own_twin(teacher):
-    """A twin of the window's teacher for this tab's thread: its own modules over the same
-    weights, without hooks another thread's core call had attached when it was copied."""
-    from gui.shadow import twins
+    """A twin of the window's teacher for this tab's thread (the Steering tab's helper: its own
+    modules over the same weights, without hooks another thread's core call had attached)."""
+    from gui.steering_session import own_twin
 
-    twin = twins(teacher)[1]
-    for module in twin.model.modules():
-        for hooks in (module._forward_hooks, module._forward_pre_hooks):
-            for key, fn in list(hooks.items()):
-                if getattr(fn, "__module__", "").startswith("core."):
-                    del hooks[key]
-    return twin
+    return own_twin(teacher)
