@@ -124,12 +124,16 @@ def precision():
     return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_amx() else contextlib.nullcontext()
 
 
-def choose(n_pairs: int = N_PAIRS) -> list[dict]:
-    rows = [json.loads(line) for line in SOURCE.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def choose(n_pairs: int = N_PAIRS, source: Path = SOURCE, exclude: frozenset = frozenset()) -> list[dict]:
+    """n_pairs human texts of `source` (cleaned, MIN_WORDS to MAX_WORDS long), none in `exclude`."""
     pool = []
-    for row in rows:
+    for row in read_jsonl(source):
         text = clean(row["text"])
-        if MIN_WORDS <= len(text.split()) <= MAX_WORDS:
+        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in exclude:
             pool.append({"source": row["id"], "topic": row["label"], "text": text})
     picked = sorted(random.Random(SEED).sample(range(len(pool)), min(n_pairs, len(pool))))
     return [pool[i] for i in picked]
@@ -144,11 +148,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads (default %(default)s)")
     parser.add_argument("--pairs", type=int, default=N_PAIRS, help="human texts to continue (default %(default)s)")
     parser.add_argument("--out", type=Path, default=OUT, help="output .jsonl (settings beside it)")
+    parser.add_argument("--source", type=Path, default=SOURCE, help="human texts (.jsonl, default %(default)s)")
+    parser.add_argument("--machine-only", action="store_true",
+                        help="write only the continuations (ids machine-NNNNN), of texts that are not "
+                             "in provenance.jsonl: machine text for a training corpus")
     args = parser.parse_args(argv)
     out_path = args.out
     settings_path = out_path.with_name(out_path.stem + ".settings.json")
     torch.set_num_threads(args.threads)
-    chosen = choose(args.pairs)
+    exclude = frozenset(r["text"] for r in read_jsonl(OUT) if r["label"] == "human") if args.machine_only else frozenset()
+    chosen = choose(args.pairs, args.source, exclude)
     teacher = load_teacher("bundled", device="cpu")
     model, tok = teacher.model.eval(), teacher.tokenizer
     tok.padding_side = "left"  # decoder-only: new tokens must follow each prompt directly
@@ -178,7 +187,10 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
 
     lines = []
-    for n, item in enumerate(chosen):
+    for n, item in enumerate(chosen if args.machine_only else []):
+        lines.append({"id": f"machine-{n:05d}", "text": item["machine"], "label": "machine",
+                      "prompt": item["prompt"], "source": item["source"], "topic": item["topic"]})
+    for n, item in enumerate([] if args.machine_only else chosen):
         pair = f"pair-{n:04d}"
         common = {"pair": pair, "prompt": item["prompt"], "source": item["source"], "topic": item["topic"]}
         lines.append({"id": f"{pair}-human", "text": item["text"], "label": "human", **common})
@@ -189,9 +201,10 @@ def main(argv=None) -> int:
     tmp.replace(out_path)
 
     settings = {
-        "command": "DISTILLSCOPE_MODEL_CACHE=.test-cache/models .venv/bin/python resources/demo/build_provenance.py",
+        "command": "DISTILLSCOPE_MODEL_CACHE=.test-cache/models .venv/bin/python resources/demo/build_provenance.py "
+                   + " ".join(argv if argv is not None else sys.argv[1:]),
         "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint,
-        "source": "fortunes.jsonl", "seed": SEED, "pairs": len(chosen),
+        "source": args.source.name, "seed": SEED, "pairs": len(chosen), "machine_only": args.machine_only,
         "human_words": [MIN_WORDS, MAX_WORDS], "prompt_words": PROMPT_WORDS, "sampling": SAMPLING,
         "max_new_tokens": f"ceil({TOKENS_PER_WORD} * (human words - prompt words)) + 4",
         "batch": BATCH, "padding_side": "left", "threads": args.threads,
