@@ -13,9 +13,9 @@ the layout: the attribution line of a fortune ("\t\t-- Author") is dropped (a sa
 continuation almost never ends with one) and all whitespace is collapsed to single spaces (the
 fortunes are hard-wrapped at 72 columns, the model's text is not).
 
-Sampling is seeded per batch; the batches are fixed (sorted by length), so the same torch,
-transformers and CPU give the same file. Other hardware may round differently and sample other
-tokens: the committed file, not a rebuild, is the reference.
+Sampling (core.generate.sample_batches) is seeded per batch; the batches are fixed (sorted by
+length), so the same torch, transformers and CPU give the same file. Other hardware may round
+differently and sample other tokens: the committed file, not a rebuild, is the reference.
 """
 
 from __future__ import annotations
@@ -68,62 +68,6 @@ def trim(continuation: str, n_words: int) -> str:
     return text.strip()
 
 
-def banned_ids(tok) -> list[int]:
-    """Control and image tokens, never text: sampled, they decode to '<start_of_image>' and the
-    like (the base model emits them now and then). EOS stays allowed: it ends a document."""
-    specials = [i for i, t in tok.added_tokens_decoder.items()
-                if t.special or t.content in ("[multimodal]", "<start_of_image>", "<end_of_image>")]
-    return sorted(i for i in specials if i != tok.eos_token_id)
-
-
-def sample(model, ids, mask, max_new_tokens, banned, eos_id, gen):
-    """Top-k, then temperature, then top-p (nucleus) sampling with a KV cache, left padding.
-
-    Written out instead of model.generate: its top-p sorts the whole 262k vocabulary every step
-    (0.18 s for a batch of 16 here), while top-k first leaves only TOP_K to sort. Returns the new
-    token ids of each row, up to (not including) its EOS."""
-    import torch
-
-    k, temperature, top_p = SAMPLING["top_k"], SAMPLING["temperature"], SAMPLING["top_p"]
-    # Left padding: positions count only real tokens, so a padded row sees what it would alone.
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    done = torch.zeros(len(ids), dtype=torch.bool)
-    out, cache, step_ids = [], None, ids
-    with torch.no_grad(), precision():
-        for _ in range(max_new_tokens):
-            res = model(input_ids=step_ids, attention_mask=mask, position_ids=pos,
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = res.past_key_values
-            logits = res.logits[:, -1, :].float()
-            logits[:, banned] = -float("inf")
-            top, idx = logits.topk(k, dim=-1)  # sorted, largest first
-            probs = torch.softmax(top / temperature, dim=-1)
-            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            drop = probs.cumsum(-1) - probs >= top_p
-            probs = probs.masked_fill(drop, 0)
-            choice = torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=gen)
-            token = idx.gather(-1, choice).squeeze(-1)
-            token = torch.where(done, torch.full_like(token, eos_id), token)
-            out.append(token)
-            done |= token == eos_id
-            if done.all():
-                break
-            step_ids = token[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            pos = pos[:, -1:] + 1
-    rows = torch.stack(out, dim=1).tolist()
-    return [row[:row.index(eos_id)] if eos_id in row else row for row in rows]
-
-
-def precision():
-    """bfloat16 autocast where the CPU has AMX tiles (2x faster here); float32 elsewhere."""
-    import contextlib
-    import torch
-    from core.models import cpu_has_amx
-
-    return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_amx() else contextlib.nullcontext()
-
-
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -142,6 +86,7 @@ def choose(n_pairs: int = N_PAIRS, source: Path = SOURCE, exclude: frozenset = f
 def main(argv=None) -> int:
     import argparse
     import torch
+    from core.generate import Sampling, sample_batches
     from core.models import cpu_has_amx, load_teacher
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -159,31 +104,27 @@ def main(argv=None) -> int:
     exclude = frozenset(r["text"] for r in read_jsonl(OUT) if r["label"] == "human") if args.machine_only else frozenset()
     chosen = choose(args.pairs, args.source, exclude)
     teacher = load_teacher("bundled", device="cpu")
-    model, tok = teacher.model.eval(), teacher.tokenizer
-    tok.padding_side = "left"  # decoder-only: new tokens must follow each prompt directly
+    teacher.model.eval()
 
     for item in chosen:
         words = item["text"].split()
         item["prompt"] = " ".join(words[:PROMPT_WORDS])
         item["n_words"] = len(words)
-    banned = banned_ids(tok)
     # Similar lengths share a batch, so few sequences idle while the longest finishes.
     order = sorted(range(len(chosen)), key=lambda i: (chosen[i]["n_words"], i))
+    ordered = [chosen[i] for i in order]
+    # A batch samples up to its longest text's budget: ceil(1.6 * (words - prompt words)) + 4.
+    budgets = [math.ceil((item["n_words"] - PROMPT_WORDS) * TOKENS_PER_WORD) + 4 for item in ordered]
     start = time.perf_counter()
     generated_tokens = 0
-    for b in range(0, len(order), BATCH):
-        batch = [chosen[i] for i in order[b:b + BATCH]]
-        need = max(item["n_words"] - PROMPT_WORDS for item in batch)
-        enc = tok([item["prompt"] for item in batch], return_tensors="pt", padding=True)
-        gen = torch.Generator().manual_seed(SEED + b)
-        new = sample(model, enc["input_ids"], enc["attention_mask"], math.ceil(need * TOKENS_PER_WORD) + 4,
-                     banned, tok.eos_token_id, gen)
-        for item, ids in zip(batch, new):
+    for batch in sample_batches(teacher, [item["prompt"] for item in ordered], budgets, seed=SEED,
+                                batch_size=BATCH, sampling=Sampling(**SAMPLING), fast=True):
+        for i, ids in zip(batch.indices, batch.new_ids):
+            item = ordered[i]
             generated_tokens += len(ids)
-            cont = tok.decode(ids, skip_special_tokens=True)
+            cont = teacher.tokenizer.decode(ids, skip_special_tokens=True)
             item["machine"] = (item["prompt"] + " " + trim(cont, item["n_words"] - PROMPT_WORDS)).strip()
-        print(f"{min(b + BATCH, len(order))}/{len(order)} pairs, {time.perf_counter() - start:.0f} s",
-              flush=True)
+        print(f"{batch.indices.stop}/{len(order)} pairs, {time.perf_counter() - start:.0f} s", flush=True)
     seconds = time.perf_counter() - start
 
     lines = []
