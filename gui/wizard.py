@@ -39,7 +39,10 @@ VARIANT_SUMMARY = ("Fine-tunes a copy of the teacher on the documents, training 
                    "half of a pair for a crosscoder. The demo variant (examples/variant-demo.toml: "
                    "blocks 3-6 of the bundled teacher on Python docstrings, 150 steps) took 13 minutes "
                    "on a busy 2-core CPU at one thread (9.4 minutes of CPU time); the cost page "
-                   "measures this device. The hook point is not used.")
+                   "measures this device. The hook point is not used. With the setting text = "
+                   "'generated' it trains instead on text another model (the generator) writes after "
+                   "each document's opening words: sequence-level distillation; the cost page times "
+                   "that generation too.")
 CROSSCODER_SUMMARY = ("One dictionary of latents shared by two models that share a tokenizer (the "
                       "teacher as the base, and its variant), with an encoder and a decoder per model "
                       "(seed 003): latents whose decoder lives in one model only are what the variant "

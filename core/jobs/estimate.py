@@ -3,7 +3,9 @@ a short calibration on this device (a few real training steps at the job's sizes
 teacher forward pass when a teacher is at hand).
 
 A variant job is timed on real steps of a copy of its model on the corpus's own documents (the
-model is loaded for it when the app has not loaded it); a crosscoder job on real trainer steps
+model is loaded for it when the app has not loaded it), and with text = 'generated' also on a
+few real sampling steps of the generator over the first batch of its prompts (the steps then
+timed on texts of the generated length); a crosscoder job on real trainer steps
 at its sizes plus the base model's forward speed, twice (both models are read). Both are timed
 with the threads the app gives a job on a CPU (all cores but one)."""
 
@@ -378,6 +380,12 @@ def _estimate_variant(spec: JobSpec, documents: Sequence, teacher, calibration_s
     if v.objective == "distill":
         state.report(1, 4, "Loading the model to distil from")
         reference = load_teacher(v.distill_from, device=device, state=state)
+    generation_rows, generation_seconds = [], 0.0
+    if v.text == "generated":
+        train_lists, held_lists, generation_rows, generation_seconds = _estimate_generation(
+            spec, model, teacher, reference, device, train_docs, held_docs, calibration_steps, state)
+        notes.append("Generation is timed for texts of full length; it ends sooner where the generator "
+                     "ends every text of a batch early.")
     trainer = VariantTrainer(model, layers, cfg, train_lists, v.objective, reference, v.temperature,
                              fast=d.precision == "fast")
     state.report(2, 4, "Timing training steps")
@@ -405,20 +413,95 @@ def _estimate_variant(spec: JobSpec, documents: Sequence, teacher, calibration_s
     if reference is not None:
         memory += sum(p.numel() * p.element_size() for p in reference.model.parameters())
     load_save = param_bytes / 150e6  # measured: the bundled teacher (1.1 GB) loads and saves in ~7 s
-    seconds = per_step * cfg.total_steps + eval_seconds * n_evals + load_save
+    seconds = per_step * cfg.total_steps + eval_seconds * n_evals + load_save + generation_seconds
     steps_per_epoch = max(1, len(train_lists) // min(cfg.batch_size, max(len(train_lists), 1)))
     notes.append(f"Timed with {torch.get_num_threads()} thread(s), as the app runs a job on this device.")
     if d.precision != "fast" and model.device.type == "cpu":
         notes.append("[data] precision = 'fast' trains about 1.5x faster on CPUs with AMX.")
     rows = [("Trained parameters", f"{trained / 1e6:,.1f}M of {params / 1e6:,.0f}M (blocks {v.layers})"),
             ("Evaluations", f"{n_evals} of {len(held_lists)} held-out documents, about "
-                            f"{eval_seconds:.0f} s each")]
+                            f"{eval_seconds:.0f} s each"), *generation_rows]
     state.report(4, 4, "Estimated")
     return Estimate(documents=len(documents), tokens=tokens, tokens_counted=True, steps=cfg.total_steps,
                     epochs=cfg.total_steps / steps_per_epoch, cache_bytes=disk, cache_reused=False,
                     memory_bytes=memory, seconds_per_step=per_step, extract_tokens_per_s=None,
                     seconds=seconds, device=str(model.device), notes=notes,
                     disk_label="Disk for the variant and checkpoints", rows=rows)
+
+
+def _estimate_generation(spec: JobSpec, model, teacher, reference, device, train_docs, held_docs,
+                         calibration_steps: int, state: TaskState):
+    """text = 'generated': (stand-in train and held-out token lists of the generated texts'
+    length, rows for the table, seconds of sampling). Sampling is timed on the first batch of the
+    real prompts: one pass over the prompts with one token, then more tokens; the difference is
+    the time of a token step. Full length is assumed (the generator may end texts sooner)."""
+    import math
+
+    from core.jobs.variant_job import GENERATION_BATCH, generation_plan, opening_words
+    from core.models import load_teacher
+    from core.pairs import check_same_tokenizer
+
+    d, v = spec.data, spec.variant
+    source = v.generator_source()
+    if reference is not None and source == v.distill_from.strip():
+        generator = reference
+    elif model.loaded_as(source, device, "float32"):
+        generator = model  # its weights are still the teacher's: training is timed after this
+    elif teacher is not None and teacher.loaded_as(source, device):
+        generator = teacher
+    else:
+        state.report(1, 4, "Loading the model that writes the text")
+        generator = load_teacher(source, device=device, state=state)
+    if generator is not model:
+        check_same_tokenizer(model, generator)
+    gen_train, gen_held = generation_plan(spec, train_docs, held_docs)
+    docs = gen_train + gen_held
+    prompts = [opening_words(doc.text, v.prompt_words) for doc in docs]
+    state.report(2, 4, "Timing the generation")
+    per_token, prefill = _time_sampling(generator, prompts[:GENERATION_BATCH], d.precision == "fast",
+                                        max(2, calibration_steps + 1))
+    n_batches = math.ceil(len(prompts) / GENERATION_BATCH)
+    seconds = n_batches * (prefill + per_token * (v.max_new_tokens - 1))
+
+    # Training then reads prompt + max_new_tokens tokens per text: stand-ins of that length.
+    def stand_ins(subset: list) -> list[list[int]]:
+        out = []
+        for doc, prompt in zip(model.tokenize([x.text for x in subset], d.max_length),
+                               model.tokenize([opening_words(x.text, v.prompt_words) for x in subset], d.max_length)):
+            length = min(d.max_length, len(prompt) + v.max_new_tokens)
+            out.append((doc * (length // max(len(doc), 1) + 1))[:length])
+        return [t for t in out if len(t) >= 2]
+
+    train_lists = stand_ins(gen_train)
+    held_lists = stand_ins(gen_held)[:spec.train.eval_documents] or train_lists[:spec.train.eval_documents]
+    minutes = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+    rows = [("Generated text", f"{len(docs):,} texts of up to {v.max_new_tokens} new tokens by "
+                               f"{generator.name} ({len(gen_train):,} to train on, {len(gen_held):,} "
+                               f"held out), after {v.prompt_words} opening words"),
+            ("Generation (measured)", f"{per_token * 1000:,.0f} ms per token for {GENERATION_BATCH} texts "
+                                      f"at once; about {minutes} in all")]
+    return train_lists, held_lists, rows, seconds
+
+
+def _time_sampling(generator, prompts: list[str], fast: bool, steps: int) -> tuple[float, float]:
+    """(seconds per token step, seconds of the first pass over the prompts) of core.generate's
+    sampler on this batch of prompts, with no end-of-text so every step runs."""
+    from core.generate import Sampling, banned_ids, left_pad, sample
+
+    ids, mask = left_pad(generator.tokenize(prompts, 2048), generator.pad_id)
+    ids, mask = ids.to(generator.device), mask.to(generator.device)
+    banned = banned_ids(generator.tokenizer)
+
+    def run(n: int) -> float:
+        gen = torch.Generator(device=generator.device).manual_seed(0)
+        t0 = time.perf_counter()
+        sample(generator.model, ids, mask, n, banned, None, gen, Sampling(), fast)  # .tolist() syncs
+        return time.perf_counter() - t0
+
+    run(1)  # warm-up: the first calls are slow
+    first = run(1)
+    longer = run(1 + steps)
+    return max((longer - first) / steps, 1e-6), first
 
 
 # -- the crosscoder job --------------------------------------------------------------------------

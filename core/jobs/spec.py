@@ -13,7 +13,8 @@
 
     kind = "variant"   (a sibling of the teacher, fine-tuned on a corpus: one half of a pair)
     [run] [data] as above ([data] teacher is the model fine-tuned; hook and source are not used)
-    [variant] VariantConfig: which layers train, objective 'lm' or 'distill'
+    [variant] VariantConfig: which layers train, objective 'lm' or 'distill', on the corpus or
+              on text another model generates from the corpus's opening words
     [train]   VariantTrainConfig: steps, documents per step, lr, evaluation
 
     kind = "crosscoder"   (a crosscoder on a base model and its variant, seed 003)
@@ -58,6 +59,7 @@ DERIVED_CROSSCODER_FIELDS = ("d_in", "n_models", "model_names", "model_sources",
 MODEL_SECTIONS = {"sae": ("sae",), "student": ("student",), "variant": ("variant",),
                   "crosscoder": ("pair", "crosscoder")}
 OBJECTIVES = ("lm", "distill")
+VARIANT_TEXTS = ("corpus", "generated")
 TOKENIZER_CHECKS = ("strict", "content")  # core.pairs.TOKENIZER_CHECKS
 
 
@@ -169,13 +171,39 @@ class VariantConfig:
                                "a step).")
     temperature: float = option(1.0, help="objective 'distill': softmax temperature of both models' "
                                 "distributions; the loss is scaled by its square.", min=0.05, max=100.0)
+    text: str = option("corpus", help="What the variant reads. corpus: the documents as they are. "
+                       "generated: text written by another model (sequence-level distillation): "
+                       "before training, the generator continues the opening words of each training "
+                       "document it needs (and of the held-out documents evaluated), and the variant "
+                       "trains on those texts. They are kept in the run folder (generated/corpus.jsonl); "
+                       "a resumed run continues or reuses them.", choices=VARIANT_TEXTS)
+    generator: str = option("", help="text 'generated': the model that writes the text: 'bundled', a "
+                            "Hugging Face folder or a .gguf file sharing the teacher's tokenizer. Empty: "
+                            "the model in distill_from.")
+    prompt_words: int = option(7, help="text 'generated': opening words of a document given to the "
+                               "generator to continue.", min=1, max=1000, unit="words")
+    max_new_tokens: int = option(96, help="text 'generated': most tokens the generator writes per "
+                                 "document (it may stop sooner at its end-of-text token). Sampled with "
+                                 "top-k 50, temperature 0.8, top-p 0.95, seeded by [train] seed.",
+                                 min=1, max=32768, unit="tokens")
+    generated_documents: int = option(0, help="text 'generated': training documents to write text "
+                                      "for (a seeded choice). 0: as many as training reads once "
+                                      "(total_steps x batch_size), at most all of them.",
+                                      min=0, unit="documents")
 
     def validate(self) -> "VariantConfig":
         check_fields(self)
         parse_layers(self.layers)
         if self.objective == "distill" and not self.distill_from.strip():
             raise ValueError("'distill_from' must name a model when objective = 'distill'.")
+        if self.text == "generated" and not self.generator_source():
+            raise ValueError("'generator' must name the model that writes the text when text = "
+                             "'generated' (or set distill_from, which it then defaults to).")
         return self
+
+    def generator_source(self) -> str:
+        """The model that writes the text of text = 'generated': generator, else distill_from."""
+        return self.generator.strip() or self.distill_from.strip()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -311,7 +339,8 @@ class JobSpec:
             s = self.student
             return f"student-{s.n_layers}x{s.d_hidden}-{self.data.hook}"
         if self.kind == "variant":
-            return f"variant-{self.variant.objective}-layers-{self.variant.layers.replace(' ', '')}"
+            generated = "-generated" if self.variant.text == "generated" else ""
+            return f"variant-{self.variant.objective}{generated}-layers-{self.variant.layers.replace(' ', '')}"
         if self.kind == "crosscoder":
             c = self.crosscoder
             return f"crosscoder-{c.get('architecture', 'batchtopk')}-{c.get('d_latent', '?')}-{self.data.hook}"

@@ -22,6 +22,20 @@ Face folder in artifacts/variant (safetensors, with its tokenizer and variant.js
 `load_teacher(folder)` and a crosscoder's [pair] variant load; artifacts/evaluation.json has the
 held-out loss before and after.
 
+With [variant] text = 'generated' (sequence-level distillation) the variant reads text another
+model wrote instead of the corpus: before training, the generator (core.generate: top-k 50,
+temperature 0.8, top-p 0.95, batches of GENERATION_BATCH seeded by [train] seed) continues the
+first prompt_words words of each training document the run needs (generated_documents, by
+default as many as training reads once: total_steps x batch_size) with up to max_new_tokens
+tokens. The held-out documents that are evaluated (the first eval_documents) are generated the
+same way, so the held-out loss measures what training aims at, the generator's text: on the
+human documents a variant that learns the generator's style could look worse while doing what
+was asked. Each finished batch is written atomically to generated/parts/ in the run folder, so
+a killed run resumes with the batches it lacks (each batch is seeded by its position, so the
+result is the one a straight run gives); when all are there they are joined into
+generated/corpus.jsonl (id, text, prompt, source document, split), which a resume reuses
+without loading the generator, and generated/settings.json (settings, texts, tokens, seconds).
+
 The job never trains the app's own copy of the teacher: it trains a deep copy.
 """
 
@@ -31,6 +45,7 @@ import copy
 import dataclasses
 import json
 import os
+import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -51,6 +66,8 @@ from core.jobs.spec import JobSpec, VariantConfig, VariantTrainConfig, parse_lay
 from core.models import Teacher, fast_precision, load_teacher
 
 VARIANT_INFO = "variant.json"
+GENERATED_DIR = "generated"  # in the run folder: corpus.jsonl, settings.json, parts/
+GENERATION_BATCH = 32  # texts sampled at once
 # Configs whose logits are not just the head applied to the last hidden state (beyond Gemma's
 # soft-capping, handled below): those take the model's own forward pass.
 _LOGIT_SCALES = ("logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -236,6 +253,154 @@ class VariantTrainer:
         self.step, self.tokens = int(meta["step"]), int(meta["tokens"])
 
 
+# -- generated text (sequence-level distillation) ---------------------------------------------------
+
+
+def generation_plan(spec: JobSpec, train_docs: list, held_docs: list) -> tuple[list, list]:
+    """The training documents to write text for (a choice seeded by [train] seed, in corpus order)
+    and the held-out ones (the first eval_documents)."""
+    v, cfg = spec.variant, spec.train
+    wanted = v.generated_documents or cfg.total_steps * cfg.batch_size
+    train = list(train_docs)
+    if wanted < len(train):
+        keep = sorted(random.Random(cfg.seed).sample(range(len(train)), wanted))
+        train = [train[i] for i in keep]
+    return train, list(held_docs[:cfg.eval_documents])
+
+
+def opening_words(text: str, n: int) -> str:
+    return " ".join(text.split()[:n])
+
+
+def _generation_key(spec: JobSpec, source: str, docs: list) -> dict:
+    """What the generated texts are a function of (besides the generator's weights)."""
+    import hashlib
+
+    from core.generate import Sampling
+
+    v = spec.variant
+    ids = hashlib.sha1("\n".join(f"{d.id}\t{opening_words(d.text, v.prompt_words)}"
+                                  for d in docs).encode("utf-8")).hexdigest()[:16]
+    return {"generator": source, "prompt_words": v.prompt_words, "max_new_tokens": v.max_new_tokens,
+            "sampling": Sampling().to_dict(), "seed": spec.train.seed, "batch": GENERATION_BATCH,
+            "precision": spec.data.precision, "texts": len(docs), "prompts_sha1": ids}
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _read_generated(path: Path, docs: list) -> Optional[list]:
+    """The finished generated corpus as Documents (train ones first), or None when it does not
+    hold one row per document in order."""
+    from core.documents import Document
+
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if [r.get("source") for r in rows] != [d.id for d in docs]:
+        return None
+    return [Document(id=r["id"], text=r["text"], source=f"{path}:{n + 1}", label=doc.label)
+            for n, (r, doc) in enumerate(zip(rows, docs))]
+
+
+def generated_documents(spec: JobSpec, ctx: JobContext, teacher: Teacher, reference: Optional[Teacher],
+                        device: Optional[str], train_docs: list, held_docs: list) -> tuple[list, list, dict]:
+    """(train, held-out documents, generation info): the generator's continuations of the
+    documents' opening words, made now, resumed from the parts a killed run wrote, or read back
+    from generated/corpus.jsonl."""
+    from core.documents import Document
+    from core.generate import Sampling, batch_starts, sample_batches
+
+    v = spec.variant
+    train, held = generation_plan(spec, train_docs, held_docs)
+    docs = train + held
+    source = v.generator_source()
+    folder = ctx.run.folder / GENERATED_DIR
+    corpus_path, settings_path, parts = folder / "corpus.jsonl", folder / "settings.json", folder / "parts"
+    key = _generation_key(spec, source, docs)
+    settings = _read_json(settings_path) or {}
+    made_with = {k: x for k, x in (settings.get("key") or {}).items() if k != "generator_fingerprint"}
+    if made_with == key and settings.get("complete"):
+        done = _read_generated(corpus_path, docs)
+        if done is not None:
+            ctx.log(f"reusing the generated text: {len(done):,} texts by {source} "
+                    f"(sampled in {settings.get('seconds', 0):.0f} s)")
+            return done[:len(train)], done[len(train):], settings
+
+    ctx.report(0, len(docs), "Loading the model that writes the text")
+    if reference is not None and source == v.distill_from.strip():
+        generator = reference
+    elif teacher.loaded_as(source, device, "float32"):
+        generator = teacher  # not trained yet: the teacher's own weights
+        ctx.log("the teacher writes the text (its weights before training)")
+    else:
+        generator = ctx.load_teacher(source, device)
+    if generator is not teacher:
+        from core.pairs import check_same_tokenizer
+
+        check_same_tokenizer(teacher, generator)
+    key_fp = {**key, "generator_fingerprint": generator.fingerprint}
+    if settings.get("key") != key_fp:
+        if parts.exists():
+            ctx.log("the generated text of an earlier attempt was made with other settings or another "
+                    "model: sampling it again")
+        shutil.rmtree(folder, ignore_errors=True)
+        settings = {}
+    parts.mkdir(parents=True, exist_ok=True)
+    settings = {"key": key_fp, "generator": source, "generator_name": generator.name,
+                "complete": False}
+    paths.atomic_write_text(settings_path, json.dumps(settings, indent=1))
+
+    rows: dict[int, list] = {}
+    seconds_before = 0.0
+    for start in batch_starts(len(docs), GENERATION_BATCH):
+        part = _read_json(parts / f"batch-{start:06d}.json")
+        if part is not None and part.get("start") == start:
+            rows[start] = part["rows"]
+            seconds_before += float(part.get("seconds", 0.0))
+    if rows:
+        ctx.log(f"resuming the generated text: {sum(len(r) for r in rows.values()):,} of {len(docs):,} "
+                f"texts are there")
+    prompts = [opening_words(d.text, v.prompt_words) for d in docs]
+    ctx.log(f"{generator.name} writes up to {v.max_new_tokens} tokens after the first {v.prompt_words} "
+            f"words of {len(train):,} training and {len(held):,} held-out documents")
+    tok = generator.tokenizer
+    started = time.monotonic()
+    batches = sample_batches(generator, prompts, v.max_new_tokens, seed=spec.train.seed,
+                             batch_size=GENERATION_BATCH, sampling=Sampling(),
+                             fast=spec.data.precision == "fast", state=ctx, skip=frozenset(rows))
+    for batch in batches:
+        with generator.tokenizer_lock:
+            texts = [tok.decode(ids, skip_special_tokens=True) for ids in batch.new_ids]
+        batch_rows = []
+        for i, ids, text in zip(batch.indices, batch.new_ids, texts):
+            doc = docs[i]
+            batch_rows.append({"id": f"generated-{doc.id}", "text": (prompts[i] + " " + text.strip()).strip(),
+                               "prompt": prompts[i], "source": doc.id,
+                               "split": "train" if i < len(train) else "held_out", "new_tokens": len(ids)})
+        rows[batch.start] = batch_rows
+        seconds = time.monotonic() - started
+        paths.atomic_write_text(parts / f"batch-{batch.start:06d}.json",
+                                json.dumps({"start": batch.start, "seconds": seconds, "rows": batch_rows}))
+        seconds_before, started = seconds_before + seconds, time.monotonic()
+    ordered = [row for start in sorted(rows) for row in rows[start]]
+    paths.atomic_write_text(corpus_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    tokens = sum(r["new_tokens"] for r in ordered)
+    settings.update(complete=True, texts=len(ordered), generated_tokens=tokens, seconds=round(seconds_before, 2),
+                    tokens_per_s=round(tokens / max(seconds_before, 1e-9), 1))
+    paths.atomic_write_text(settings_path, json.dumps(settings, indent=1))
+    shutil.rmtree(parts, ignore_errors=True)
+    ctx.log(f"generated {len(ordered):,} texts ({tokens:,} new tokens) with {generator.name} in "
+            f"{seconds_before:.1f} s ({settings['tokens_per_s']:,.0f} tokens/s); saved to {corpus_path}")
+    done = _read_generated(corpus_path, docs)
+    return done[:len(train)], done[len(train):], settings
+
+
 # -- the job --------------------------------------------------------------------------------------
 
 
@@ -303,6 +468,10 @@ def run_variant_job(spec: JobSpec, ctx: JobContext) -> None:
         check_same_tokenizer(teacher, reference)
     documents = load_documents(d.corpus)
     train_docs, held_docs = split_documents(documents, spec.run.eval_fraction)
+    generation = None
+    if v.text == "generated":
+        train_docs, held_docs, generation = generated_documents(spec, ctx, teacher, reference, device,
+                                                                train_docs, held_docs)
     ctx.report(0, 1, "Tokenizing")
     train_tokens = tokenized(teacher, train_docs, d.max_length)
     held_tokens = tokenized(teacher, held_docs, d.max_length)[:cfg.eval_documents]
@@ -313,8 +482,8 @@ def run_variant_job(spec: JobSpec, ctx: JobContext) -> None:
                              v.temperature, fast=d.precision == "fast")
     ctx.log(f"{teacher.name}: training blocks {layers} ({trainer.trained_parameters:,} of "
             f"{sum(p.numel() for p in teacher.model.parameters()):,} parameters) on "
-            f"{len(train_tokens):,} documents of '{d.corpus}', {len(held_tokens):,} held out; "
-            f"objective {v.objective}")
+            f"{len(train_tokens):,} {'texts generated from' if generation else 'documents of'} "
+            f"'{d.corpus}', {len(held_tokens):,} held out; objective {v.objective}")
 
     meta = {}
     checkpoint = ctx.run.latest_checkpoint()
@@ -347,13 +516,19 @@ def run_variant_job(spec: JobSpec, ctx: JobContext) -> None:
               "train_documents": len(train_tokens), "held_out_documents": len(held_tokens),
               "corpus": d.corpus, "teacher": d.teacher, "teacher_name": teacher.name,
               "train_tokens_per_s": (trainer.tokens - first_tokens) / max(seconds, 1e-9)}
+    if generation is not None:
+        report.update(text="generated", generator=generation["generator"],
+                      generated_texts=generation["texts"], generated_tokens=generation["generated_tokens"],
+                      generation_seconds=generation["seconds"])
     if "val_kl" in after:
         report.update(val_kl_before=before.get("val_kl"), val_kl_after=after["val_kl"],
                       distill_from=v.distill_from)
     ctx.report(0, 1, "Saving the variant")
     info = {"base": d.teacher, "base_name": teacher.name, "base_fingerprint": teacher.fingerprint,
             "layers": layers, "objective": v.objective, "distill_from": v.distill_from or None,
-            "corpus": d.corpus, "steps": trainer.step, "run": ctx.run.id,
+            "corpus": d.corpus, "text": v.text,
+            "generator": generation["generator"] if generation else None,
+            "steps": trainer.step, "run": ctx.run.id,
             "val_loss_before": report["val_loss_before"], "val_loss_after": report["val_loss_after"]}
     folder = save_variant(teacher, ctx.run.artifacts_dir / "variant", info)
     paths.atomic_write_text(ctx.run.artifacts_dir / "evaluation.json", json.dumps(report, indent=1))
