@@ -269,6 +269,28 @@ def fast_precision(device: torch.device, dtype: torch.dtype) -> contextlib.Abstr
     return contextlib.nullcontext()
 
 
+def bfloat16_twin(teacher: Teacher, deepest: int) -> Teacher:
+    """For a long 'fast' pass (a cache extraction) on a float32 teacher on a CPU with AMX: a
+    Teacher whose embedding and blocks 0..deepest hold bfloat16 copies of the weights (its own
+    modules, as gui.shadow's twins; the other weights and all buffers are shared, never run
+    past `deepest`). Measured on the bundled teacher to block 6, one thread: 1.2-1.6x the
+    tokens/s of bfloat16 autocast, which re-casts every activation at every layer; centred
+    cosine to float32 0.99987 (autocast 0.99995). Elsewhere the teacher itself."""
+    if not (teacher.device.type == "cpu" and teacher.dtype == torch.float32 and cpu_has_amx()):
+        return teacher
+    import copy
+    import dataclasses
+
+    model = teacher.model
+    run = [model.get_input_embeddings(), *teacher.layers[: deepest + 1]]
+    fast = {id(p) for module in run for p in module.parameters()}
+    memo = {id(p): (torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+                    if id(p) in fast else p) for p in model.parameters()}
+    memo.update({id(b): b for b in model.buffers()})
+    twin = copy.deepcopy(model, memo).eval()
+    return dataclasses.replace(teacher, model=twin, dtype=torch.bfloat16)
+
+
 def pick_device(requested: Optional[str] = None) -> torch.device:
     if requested:
         return torch.device(requested)

@@ -194,12 +194,15 @@ def test_fast_precision_has_its_own_cache_and_close_values(tiny_teacher, tmp_pat
     exact_s = ExtractSettings(hook="resid_post.2", mode="pooled", batch_tokens=256)
     fast_s = ExtractSettings(hook="resid_post.2", mode="pooled", batch_tokens=256, precision="fast")
     # exact leaves the key as it was before the field existed (old caches still match)
-    assert "precision" not in exact_s.key() and fast_s.key()["precision"] == "fast"
+    assert "precision" not in exact_s.key() and fast_s.key()["precision"] == "fast:bfloat16-weights"
     assert auto_cache_folder(tiny_teacher, docs, exact_s) != auto_cache_folder(tiny_teacher, docs, fast_s)
     exact = extract(tiny_teacher, docs, tmp_path / "e", exact_s).pooled()
     fast = extract(tiny_teacher, docs, tmp_path / "f", fast_s).pooled()
     rel = ((fast - exact).norm() / exact.norm()).item()
     assert rel < 0.02 and (rel > 0) == cpu_has_amx()
+    # the bfloat16 twin is the extraction's own: the teacher keeps its float32 weights
+    assert all(p.dtype == torch.float32 for p in tiny_teacher.model.parameters())
+    assert torch.equal(extract(tiny_teacher, docs, tmp_path / "e2", exact_s).pooled(), exact)
     with pytest.raises(CacheError, match="different"):  # one folder holds one precision
         extract(tiny_teacher, docs, tmp_path / "e", fast_s)
     with pytest.raises(ValueError, match="Precision 'half' is unknown"):

@@ -96,3 +96,24 @@ def test_truncated_weights_are_reported(tmp_path, tiny_model_dir):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match="trunc"):
         load_teacher(folder)
+
+
+def test_bfloat16_twin_runs_bf16_blocks_and_leaves_the_teacher_alone(tiny_teacher):
+    from core.models import bfloat16_twin, cpu_has_amx
+
+    twin = bfloat16_twin(tiny_teacher, 1)
+    if not cpu_has_amx():  # no fast path here: the teacher itself
+        assert twin is tiny_teacher
+        return
+    assert twin.dtype == torch.bfloat16 and twin.model is not tiny_teacher.model
+    assert twin.layers[1].mlp.down_proj.weight.dtype == torch.bfloat16
+    assert twin.layers[2].mlp.down_proj.weight is tiny_teacher.layers[2].mlp.down_proj.weight  # shared, never run
+    assert all(p.dtype == torch.float32 for p in tiny_teacher.model.parameters())
+    ids, mask = _batch(tiny_teacher, ["a stitch in time saves nine", "more haste, less speed"])
+    hook = HookPoint("resid_post", 1)
+    exact = capture(tiny_teacher, ids, mask, [hook])[hook]
+    fast = capture(twin, ids, mask, [hook])[hook]
+    assert fast.dtype == torch.bfloat16
+    rel = ((fast.float() - exact).norm() / exact.norm()).item()
+    assert 0 < rel < 0.02
+    assert torch.equal(capture(tiny_teacher, ids, mask, [hook])[hook], exact)  # teacher unchanged

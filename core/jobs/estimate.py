@@ -183,7 +183,7 @@ def _time_training(spec: JobSpec, d_model: int, device, steps: int) -> float:
 
 def _time_teacher(spec: JobSpec, teacher, token_lists) -> Optional[float]:
     """Tokens per second of one forward batch up to the hook, on the corpus's own documents."""
-    from core.activations import pad_batch, plan_batches
+    from core.activations import pad_batch, plan_batches, precision_runner
     from core.models import HookPoint, capture
 
     if not token_lists:
@@ -191,10 +191,10 @@ def _time_teacher(spec: JobSpec, teacher, token_lists) -> Optional[float]:
     batch = plan_batches([len(t) for t in token_lists], spec.data.batch_tokens)[0]
     ids, mask = pad_batch([token_lists[i] for i in batch], teacher.pad_id)
     hook = HookPoint.parse(spec.data.hook)
-    quick = spec.data.precision == "fast"
-    capture(teacher, ids[:1, :16], mask[:1, :16], [hook], quick=quick)  # warm-up: first calls are slow
+    runner = precision_runner(teacher, spec.data.precision, hook.layer)  # as extraction runs it
+    capture(runner, ids[:1, :16], mask[:1, :16], [hook])  # warm-up: first calls are slow
     t0 = time.perf_counter()
-    capture(teacher, ids, mask, [hook], quick=quick)
+    capture(runner, ids, mask, [hook])
     return float(mask.sum()) / max(time.perf_counter() - t0, 1e-6)
 
 
