@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only-steering", action="store_true", help="only the Steering tab (steering.png)")
     parser.add_argument("--variant", default=None, help="a variant model folder for steering.png")
     parser.add_argument("--only-crosscoder", action="store_true", help="only the Crosscoder tab (crosscoder*.png)")
-    parser.add_argument("--crosscoder", default=None, help="a crosscoder folder for crosscoder.png")
+    parser.add_argument("--crosscoder", default=None, help="a crosscoder folder for crosscoder.png; with "
+                        "--only-steering --variant, also steering-latent.png (its strongest variant-only latent)")
     parser.add_argument("--crosscoder-analyses", action="store_true",
                         help="with --only-crosscoder: also run and shoot reasoning tags, geometry and ablation")
     args = parser.parse_args(argv)
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
         window.close()
         return code
     if args.only_steering:
-        code = steering_shots(app, window, out, args.variant)
+        code = steering_shots(app, window, out, args.variant, args.crosscoder)
         window.close()
         return code
     if args.only_crosscoder:
@@ -218,7 +219,7 @@ def contrast_shots(app, window, out: Path, student: str | None) -> int:
     return student_shots(app, window, out) if student else 0
 
 
-def steering_shots(app, window, out: Path, variant: str | None) -> int:
+def steering_shots(app, window, out: Path, variant: str | None, crosscoder: str | None = None) -> int:
     """steering.png: a starter-dictionary feature (#1021, ' hamburger' · ' food') at 0.3 and another
     (#285, ' computer') at 0, on the prompt the strengths were measured with; greedy, 40 tokens."""
     window.act_show_steering.trigger()
@@ -243,16 +244,55 @@ def steering_shots(app, window, out: Path, variant: str | None) -> int:
     next(iter(view.rows.values())).set_alpha(0.3, emit=True)
     session.add_direction({"kind": "feature", "dictionary": window.features.dictionary.source, "index": 285}, 0.0)
     _wait(app, lambda: len(view.rows) == 2 and not session._pending, 60)
-    session.generate()
-    panes = [p for p in view.panes.values() if p.isVisibleTo(view)]
-    if not _wait_calmly(lambda: not session._busy() and all(p.stream is not None and p.stream.done for p in panes), 600):
-        print("the generation did not finish:", [p.status.text() for p in panes])
+    if not _generate_and_wait(session, view):
+        print("the generation did not finish:", [p.status.text() for p in view.panes.values()])
         return 1
     _settle(app)
     window.grab().save(str(out / "steering.png"))
+    _print_panes(view, "steering.png")
+    if variant and crosscoder:
+        return _steer_latent_shot(app, window, out, crosscoder)
+    return 0
+
+
+def _generate_and_wait(session, view) -> bool:
+    session.generate()
+    panes = [p for p in view.panes.values() if p.isVisibleTo(view)]
+    return _wait_calmly(lambda: not session._busy() and all(p.stream is not None and p.stream.done
+                                                            for p in panes), 600)
+
+
+def _print_panes(view, shot: str) -> None:
     for (model, kind), pane in view.panes.items():
         if pane.isVisibleTo(view):
-            print(f"steering.png {model} {kind}: {pane.status.text()}\n  {pane.continuation!r}")
+            print(f"{shot} {model} {kind}: {pane.status.text()}\n  {pane.continuation!r}")
+
+
+def _steer_latent_shot(app, window, out: Path, crosscoder: str, alpha: float = 0.6) -> int:
+    """steering-latent.png: the features' sliders at 0, and the crosscoder's variant-only latent
+    with the longest variant decoder row steering each model with its own row ("Steer with this
+    latent"), so the variant's steered text moves and the base's barely."""
+    from core.crosscoder import Crosscoder, relative_norms
+
+    session, view = window.steering, window.steering.view
+    cc = Crosscoder.load(crosscoder)
+    rel = relative_norms(cc)
+    norms = cc.W_dec.detach()[:, 1].float().norm(dim=-1)
+    candidates = (rel > 0.9).nonzero().flatten()
+    latent = int(candidates[norms[candidates].argmax()])
+    for row in view.rows.values():
+        row.set_alpha(0.0, emit=True)
+    session.add_direction({"kind": "crosscoder", "folder": crosscoder, "latent": latent, "decoder": "own"}, alpha)
+    if not _wait(app, lambda: len(view.rows) == 3 and not session._pending, 120):
+        print("the latent was not added:", view.status.text())
+        return 1
+    if not _generate_and_wait(session, view):
+        print("the generation did not finish")
+        return 1
+    _settle(app)
+    window.grab().save(str(out / "steering-latent.png"))
+    print(f"steering-latent.png: latent {latent}, relative norm {float(rel[latent]):.3f}, strength {alpha}")
+    _print_panes(view, "steering-latent.png")
     return 0
 
 

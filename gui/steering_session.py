@@ -189,6 +189,18 @@ def _maker(teacher, prompt: str, terms: list, max_new_tokens: int, temperature: 
     return make
 
 
+def _strengths_text(entries, role: str) -> str:
+    """A steered pane's subtitle: the directions that steer it, those at 0 only counted (a long
+    list of idle sliders would push the one that moves out of sight)."""
+    if not entries:
+        return "no direction steers this model"
+    moving = [f"{e.name} = {e.alpha:+.2f}" + _gain_text(e.direction_for(role)) for e in entries if e.alpha != 0]
+    idle = len(entries) - len(moving)
+    if idle:
+        moving.append(f"{idle} more at 0" if moving else f"{'all' if idle > 1 else 'the'} direction{'s' * (idle > 1)} at 0")
+    return " · ".join(moving)
+
+
 def _gain_text(direction) -> str:
     gain = getattr(direction, "gain", 1.0)
     return "" if gain == 1.0 else f" × {gain:.2f} (own row)"
@@ -516,10 +528,8 @@ class SteeringSession(QObject):
             self._bind(role, "unsteered", unsteered, prompt)
             self._bind(role, "steered", steered, prompt, note)
             self.view.panes[(role, "unsteered")].set_subtitle("no steering")
-            self.view.panes[(role, "steered")].set_subtitle(
-                " · ".join(f"{e.name} = {e.alpha:+.2f}" + _gain_text(e.direction_for(role))
-                           for e in self._ordered() if e.steers(role))
-                or "no direction steers this model")
+            self.view.panes[(role, "steered")].set_subtitle(_strengths_text(
+                [e for e in self._ordered() if e.steers(role)], role))
             jobs = []
             make = _maker(slot.teacher, prompt, [], max_new, temperature, seed_used)
             if not unsteered.done:

@@ -403,3 +403,19 @@ def test_sampling_uses_the_seed_for_every_pane(qtbot, tab, sae_dir, probe):
         session.generate()
     wait_done(qtbot, session, *panes)
     assert panes[0].continuation == generate_text(probe, PROMPT, max_new_tokens=N, temperature=0.8, seed=4)
+
+
+def test_steered_subtitle_names_the_moving_directions_first():
+    from types import SimpleNamespace
+
+    from gui.steering_session import _strengths_text
+
+    def entry(name, alpha, gain=1.0):
+        return SimpleNamespace(name=name, alpha=alpha, direction_for=lambda role: SimpleNamespace(gain=gain))
+
+    idle = [entry(f"#{i}", 0.0) for i in range(3)]
+    assert _strengths_text(idle + [entry("latent 471", 0.6, 0.02)], "base") == \
+        "latent 471 = +0.60 × 0.02 (own row) · 3 more at 0"
+    assert _strengths_text(idle, "base") == "all directions at 0"
+    assert _strengths_text(idle[:1], "base") == "the direction at 0"
+    assert _strengths_text([], "base") == "no direction steers this model"
