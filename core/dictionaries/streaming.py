@@ -25,19 +25,19 @@ import torch
 
 from core.activations import pad_batch, plan_batches
 from core.errors import DocumentError
-from core.models import HookPoint, Teacher, capture
+from core.models import HookPoint, Teacher, bfloat16_twin, capture
 from core.progress import TaskState
 
 
 def _activations(teacher: Teacher, hook: HookPoint, token_lists: list[list[int]], docs: list[int],
-                 batch_tokens: int, state: TaskState, quick: bool = False) -> dict[int, torch.Tensor]:
+                 batch_tokens: int, state: TaskState) -> dict[int, torch.Tensor]:
     """Full activations [len, d] (float32, on the teacher's device) of each document in `docs`."""
     out = {}
     for batch in plan_batches([len(token_lists[i]) for i in docs], batch_tokens):
         state.check_cancelled()
         batch = [docs[j] for j in batch]
         ids, mask = pad_batch([token_lists[i] for i in batch], teacher.pad_id)
-        acts = capture(teacher, ids, mask, [hook], state, quick=quick)[hook].float()
+        acts = capture(teacher, ids, mask, [hook], state)[hook].float()
         for row, i in enumerate(batch):
             out[i] = acts[row, : len(token_lists[i])]
     return out
@@ -65,10 +65,11 @@ def teacher_batches(
     max_length / batch_tokens / include_bos: as in ExtractSettings. buffer_tokens: rows shuffled
     together (memory: buffer_tokens * d * 4 bytes). skip_batches: leave out the first this many
     batches (resuming a job), the rest being identical to an uninterrupted run with the same seed.
-    quick: the teacher in bfloat16 autocast where it pays (ExtractSettings precision 'fast').
+    quick: the teacher's bfloat16 twin where it pays (ExtractSettings precision 'fast').
     """
     hook = HookPoint.parse(hook) if isinstance(hook, str) else hook
     teacher.check_hook(hook)
+    runner = bfloat16_twin(teacher, hook.layer) if quick else teacher
     if min(batch_size, epochs, buffer_tokens, batch_tokens) < 1 or skip_batches < 0:
         raise ValueError("batch_size, epochs, buffer_tokens and batch_tokens must be at least 1, "
                          "skip_batches at least 0.")
@@ -95,7 +96,7 @@ def teacher_batches(
         """Activations of rows known so far only by (document, position)."""
         if not len(doc):
             return torch.zeros(0, teacher.d_model, device=teacher.device)
-        acts = _activations(teacher, hook, token_lists, sorted(set(doc.tolist())), batch_tokens, state, quick)
+        acts = _activations(runner, hook, token_lists, sorted(set(doc.tolist())), batch_tokens, state)
         return torch.stack([acts[i][p] for i, p in zip(doc.tolist(), pos.tolist())])
 
     for epoch in range(epochs):

@@ -90,9 +90,9 @@ class DataSpec:
     device: str = option("auto", help="Where to train and run the teacher: auto picks a GPU "
                          "when there is one.", choices=("auto", "cpu", "cuda", "mps"))
     precision: str = option("exact", help="How the teacher computes while extracting or "
-                            "streaming: exact (its own dtype) or fast (bfloat16 autocast on CPUs "
-                            "with AMX: about 2x faster on this project's CPU, activations within "
-                            "0.35%; the same as exact elsewhere). A cache is kept per precision.",
+                            "streaming: exact (its own dtype) or fast (bfloat16 weights on CPUs "
+                            "with AMX: about 3x faster on this project's CPU, activations within "
+                            "0.4%; the same as exact elsewhere). A cache is kept per precision.",
                             choices=("exact", "fast"))
 
     def validate(self) -> None:
