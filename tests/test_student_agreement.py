@@ -97,6 +97,21 @@ def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, stu
         AgreementEvaluation.load(tmp_path)
 
 
+def test_the_teacher_computes_at_the_precision_of_the_students_targets(tiny_teacher, student_dir, sae_dir,
+                                                                        tmp_path):
+    from core.documents import load_demo
+
+    student, sae = Student.load(student_dir), load(sae_dir)
+    sets = [EvalSet("ood", "docstrings", load_demo("demo-ood").documents[:20], False)]
+    exact = evaluate_agreement(student, tiny_teacher, sae, sets, k=5)
+    student.info = {**(student.info or {}), "precision": "fast"}
+    fast = evaluate_agreement(student, tiny_teacher, sae, sets, k=5)
+    assert exact.precision == "exact" and fast.precision == "fast"
+    assert fast.reports["ood"].cosine == pytest.approx(exact.reports["ood"].cosine, abs=0.01)
+    fast.save(tmp_path)
+    assert AgreementEvaluation.load(tmp_path).precision == "fast"
+
+
 def test_a_dictionary_of_another_layer_is_refused(tiny_teacher, student_dir, tmp_path):
     student = Student.load(student_dir)
     other = load(make_sae(tmp_path / "other", hook="resid_post.1"))

@@ -135,7 +135,7 @@ def run_student_job(spec: JobSpec, ctx: JobContext) -> None:
               "train_docs_per_s": (trainer.step - first_step) * cfg.batch_size / max(seconds, 1e-9),
               "vectors_docs_per_s": vectors_rate, "hook": d.hook, "teacher": teacher.name}
     student.info = {**{k: report[k] for k in ("val_mse", "val_cosine", "steps", "train_documents")},
-                    "corpus": d.corpus, "eval_fraction": spec.run.eval_fraction}
+                    "corpus": d.corpus, "eval_fraction": spec.run.eval_fraction, "precision": d.precision}
     student.save(ctx.run.artifacts_dir / "student")
     paths.atomic_write_text(ctx.run.artifacts_dir / "evaluation.json", json.dumps(report, indent=1))
     ctx.run.write_status(evaluation={k: report[k] for k in ("val_mse", "val_cosine", "steps")})
