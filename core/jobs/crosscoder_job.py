@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from core import paths
 from core.crosscoder import Crosscoder, CrosscoderTrainer, evaluate, histogram, norm_report
@@ -156,27 +156,13 @@ def _train(spec: JobSpec, ctx: JobContext, trainer: CrosscoderTrainer, batches: 
         if trainer.done:
             break
         if trainer.step % spec.run.checkpoint_every == 0:
-            save_checkpoint(ctx, trainer)
+            ctx.save_checkpoint(trainer)
     if trainer.step > 0:
-        save_checkpoint(ctx, trainer)  # at the end, or on cancel
+        ctx.save_checkpoint(trainer)  # at the end, or on cancel
     if ctx.should_stop() and not trainer.done:
         raise Cancelled()
     if not trainer.done:
         raise DistillscopeError("The paired activations ended before training did.", "Check the corpus.")
-
-
-def save_checkpoint(ctx: JobContext, trainer: CrosscoderTrainer) -> None:
-    if not ctx.main:
-        return
-
-    def write(folder: Path) -> None:
-        save_file(trainer.state_tensors(), str(folder / "trainer.safetensors"))
-        meta = {**trainer.state_meta(), "elapsed": ctx.elapsed()}
-        paths.atomic_write_text(folder / "trainer.json", json.dumps(meta, indent=1))
-
-    path = ctx.run.write_checkpoint(trainer.step, write, keep=ctx.run.spec.run.keep_checkpoints)
-    ctx.run.write_status(checkpoint_step=trainer.step)
-    ctx.log(f"checkpoint at step {trainer.step:,}: {path.name}")
 
 
 def load_checkpoint(folder: Path, trainer: CrosscoderTrainer, ctx: JobContext) -> None:

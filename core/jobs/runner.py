@@ -112,6 +112,29 @@ class JobContext(TaskState):
             self.run.log(message)
         self._emit("log", {"message": message})
 
+    def save_checkpoint(self, trainer, write_model: Optional[Callable] = None, meta: Optional[dict] = None) -> None:
+        """A checkpoint folder of every job: `write_model(folder)` (weights, when the trainer's
+        state does not hold them), trainer.safetensors (`trainer.state_tensors()`) and
+        trainer.json (`trainer.state_meta()`, the elapsed time and `meta`), renamed into place."""
+        if not self.main:
+            return
+        import json
+
+        from safetensors.torch import save_file
+
+        from core import paths
+
+        def write(folder) -> None:
+            if write_model is not None:
+                write_model(folder)
+            save_file(trainer.state_tensors(), str(folder / "trainer.safetensors"))
+            info = {**trainer.state_meta(), "elapsed": self.elapsed(), **(meta or {})}
+            paths.atomic_write_text(folder / "trainer.json", json.dumps(info, indent=1))
+
+        path = self.run.write_checkpoint(trainer.step, write, keep=self.run.spec.run.keep_checkpoints)
+        self.run.write_status(checkpoint_step=trainer.step)
+        self.log(f"checkpoint at step {trainer.step:,}: {path.name}")
+
     def beat(self, force: bool = False) -> None:
         now = time.monotonic()
         if not self.main or (not force and now - self._last_beat < HEARTBEAT_SECONDS):

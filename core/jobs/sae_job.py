@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from core import paths
 from core.dictionaries.base import SAE, create
@@ -79,22 +79,6 @@ def data_batches(spec: JobSpec, teacher: Teacher, documents, seed: int, ctx: Job
     return itertools.islice(batches, skip, None)
 
 
-def save_checkpoint(ctx: JobContext, trainer: Trainer) -> None:
-    if not ctx.main:
-        return
-
-    def write(folder: Path) -> None:
-        trainer.sae.save(folder)
-        save_file(trainer.state_tensors(), str(folder / "trainer.safetensors"))
-        meta = {**trainer.state_meta(), "elapsed": ctx.elapsed()}
-        paths.atomic_write_text(folder / "trainer.json", json.dumps(meta, indent=1))
-
-    spec_run = ctx.run.spec.run
-    path = ctx.run.write_checkpoint(trainer.step, write, keep=spec_run.keep_checkpoints)
-    ctx.run.write_status(checkpoint_step=trainer.step)
-    ctx.log(f"checkpoint at step {trainer.step:,}: {path.name}")
-
-
 def load_checkpoint(folder: Path, device: torch.device, spec: JobSpec, ctx: JobContext) -> Trainer:
     try:
         sae = SAE.load(folder, device=device)
@@ -152,9 +136,9 @@ def _train(spec: JobSpec, ctx: JobContext, teacher: Teacher, documents, trainer:
         if trainer.done:
             break
         if trainer.step % spec.run.checkpoint_every == 0:
-            save_checkpoint(ctx, trainer)
+            ctx.save_checkpoint(trainer, trainer.sae.save)
     if trainer.step > 0:
-        save_checkpoint(ctx, trainer)  # at the end, or on cancel
+        ctx.save_checkpoint(trainer, trainer.sae.save)  # at the end, or on cancel
     if ctx.should_stop():
         raise Cancelled()
     if not trainer.done:

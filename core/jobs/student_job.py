@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -206,27 +207,16 @@ def _train(spec: JobSpec, ctx: JobContext, trainer: StudentTrainer, to_doc_z) ->
                    f"step {trainer.step:,}/{trainer.total_steps:,}, loss {row['loss']:.4g}"
                    + (f", val cos {trainer.last_eval['val_cosine']:.3f}" if trainer.last_eval else ""))
         if trainer.step % spec.run.checkpoint_every == 0 and not trainer.done:
-            save_checkpoint(ctx, trainer)
+            ctx.save_checkpoint(trainer, partial(_write_model, trainer))
     if trainer.step > 0:
-        save_checkpoint(ctx, trainer)  # at the end, or on cancel
+        ctx.save_checkpoint(trainer, partial(_write_model, trainer))  # at the end, or on cancel
     if ctx.should_stop() and not trainer.done:
         raise Cancelled()
 
 
-def save_checkpoint(ctx: JobContext, trainer: StudentTrainer) -> None:
-    if not ctx.main:
-        return
-
-    def write(folder: Path) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"))
-        save_file(trainer.state_tensors(), str(folder / "trainer.safetensors"))
-        meta = {**trainer.state_meta(), "elapsed": ctx.elapsed()}
-        paths.atomic_write_text(folder / "trainer.json", json.dumps(meta, indent=1))
-
-    path = ctx.run.write_checkpoint(trainer.step, write, keep=ctx.run.spec.run.keep_checkpoints)
-    ctx.run.write_status(checkpoint_step=trainer.step)
-    ctx.log(f"checkpoint at step {trainer.step:,}: {path.name}")
+def _write_model(trainer: StudentTrainer, folder: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
 
 
 def load_checkpoint(folder: Path, trainer: StudentTrainer, ctx: JobContext) -> None:

@@ -54,7 +54,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from core import paths
 from core.activations import pad_batch
@@ -313,7 +313,6 @@ def generated_documents(spec: JobSpec, ctx: JobContext, teacher: Teacher, refere
     """(train, held-out documents, generation info): the generator's continuations of the
     documents' opening words, made now, resumed from the parts a killed run wrote, or read back
     from generated/corpus.jsonl."""
-    from core.documents import Document
     from core.generate import Sampling, batch_starts, sample_batches
 
     v = spec.variant
@@ -567,26 +566,16 @@ def _train(spec: JobSpec, ctx: JobContext, trainer: VariantTrainer, held_tokens,
         ctx.report(trainer.step, trainer.total_steps,
                    f"step {trainer.step:,}/{trainer.total_steps:,}, loss {row['loss']:.4g}")
         if trainer.step % spec.run.checkpoint_every == 0 and not trainer.done:
-            save_checkpoint(ctx, trainer, meta)
+            ctx.save_checkpoint(trainer, meta=_checkpoint_meta(meta))
     if trainer.step > 0:
-        save_checkpoint(ctx, trainer, meta)  # at the end, or on cancel
+        ctx.save_checkpoint(trainer, meta=_checkpoint_meta(meta))  # at the end, or on cancel
     if cancelled or ctx.should_stop():
         raise Cancelled()
 
 
-def save_checkpoint(ctx: JobContext, trainer: VariantTrainer, meta: dict) -> None:
-    if not ctx.main:
-        return
-
-    def write(folder: Path) -> None:
-        save_file(trainer.state_tensors(), str(folder / "trainer.safetensors"))
-        info = {**trainer.state_meta(), "elapsed": ctx.elapsed(),
-                **{k: meta[k] for k in ("before", "last_eval", "last_eval_step") if k in meta}}
-        paths.atomic_write_text(folder / "trainer.json", json.dumps(info, indent=1))
-
-    path = ctx.run.write_checkpoint(trainer.step, write, keep=ctx.run.spec.run.keep_checkpoints)
-    ctx.run.write_status(checkpoint_step=trainer.step)
-    ctx.log(f"checkpoint at step {trainer.step:,}: {path.name}")
+def _checkpoint_meta(meta: dict) -> dict:
+    """What a resume needs of the job's own bookkeeping beside the trainer's state."""
+    return {k: meta[k] for k in ("before", "last_eval", "last_eval_step") if k in meta}
 
 
 def load_checkpoint(folder: Path, trainer: VariantTrainer, ctx: JobContext) -> dict:
