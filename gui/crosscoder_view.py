@@ -27,10 +27,10 @@ from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QMenu, QProgressBar, QPushButton, QSplitter, QTableView,
-                               QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser, QToolButton,
+                               QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
-from gui.dashboard import ContextRow, contexts_html, fill_logit_effects, logit_effects_table
+from gui.dashboard import ContextRow, contexts_html, contexts_split, fill_logit_effects, logit_effects_table
 from gui.style import Placeholder
 from gui.table_model import ListTableModel
 
@@ -461,22 +461,7 @@ class DashboardPanel(QWidget):
         upper.setSizes([200, 290, 290])
         upper.setChildrenCollapsible(False)
 
-        self.contexts_title = QLabel("Top-activating contexts")
-        self.contexts_title.setStyleSheet("font-weight: 600;")
-        self.contexts = QTextBrowser()
-        self.contexts.setOpenLinks(False)
-        self.contexts.setStyleSheet("QTextBrowser { background: white; }")
-        self.contexts_stack = Placeholder(self.contexts, "")
-        lower = QWidget()
-        lower_layout = QVBoxLayout(lower)
-        lower_layout.setContentsMargins(0, 4, 0, 0)
-        lower_layout.addWidget(self.contexts_title)
-        lower_layout.addWidget(self.contexts_stack, 1)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(upper)
-        split.addWidget(lower)
-        split.setSizes([210, 380])
-        split.setChildrenCollapsible(False)
+        split = contexts_split(self, upper, [210, 380])
         self.stack = _waiting_panel(self, [top, self.stats, (split, 1)],
                                     "Double-click a latent in the lists (or select it and press Enter) "
                                     "to see its dashboard.")

@@ -36,6 +36,29 @@ from gui.token_view import display_text
 N_CONTEXTS = 20
 
 
+def contexts_split(panel: QWidget, upper: QWidget, sizes: list[int]) -> QSplitter:
+    """A dashboard's body: `upper` above the top-activating contexts (a title and a QTextBrowser
+    in a Placeholder), in a vertical splitter. Sets panel.contexts_title, .contexts and
+    .contexts_stack, which the dashboards fill."""
+    panel.contexts_title = QLabel("Top-activating contexts")
+    panel.contexts_title.setStyleSheet("font-weight: 600;")
+    panel.contexts = QTextBrowser()
+    panel.contexts.setOpenLinks(False)
+    panel.contexts.setStyleSheet("QTextBrowser { background: white; }")
+    panel.contexts_stack = Placeholder(panel.contexts, "")
+    lower = QWidget()
+    lower_layout = QVBoxLayout(lower)
+    lower_layout.setContentsMargins(0, 4, 0, 0)
+    lower_layout.addWidget(panel.contexts_title)
+    lower_layout.addWidget(panel.contexts_stack, 1)
+    split = QSplitter(Qt.Orientation.Vertical)
+    split.addWidget(upper)
+    split.addWidget(lower)
+    split.setSizes(sizes)
+    split.setChildrenCollapsible(False)
+    return split
+
+
 def logit_effects_table() -> QTableWidget:
     """A read-only table of the tokens a decoder direction promotes and suppresses."""
     table = QTableWidget(0, 4)
@@ -271,24 +294,8 @@ class FeatureDashboard(QWidget):
         upper.setSizes([250, 290, 240])
         upper.setChildrenCollapsible(False)
 
-        self.contexts_title = QLabel("Top-activating contexts")
-        self.contexts_title.setStyleSheet("font-weight: 600;")
-        self.contexts = QTextBrowser()
-        self.contexts.setOpenLinks(False)
-        self.contexts.setStyleSheet("QTextBrowser { background: white; }")
+        split = contexts_split(self, upper, [230, 420])
         self.contexts.anchorClicked.connect(self._link)
-        self.contexts_stack = Placeholder(self.contexts, "")
-        lower = QWidget()
-        lower_layout = QVBoxLayout(lower)
-        lower_layout.setContentsMargins(0, 4, 0, 0)
-        lower_layout.addWidget(self.contexts_title)
-        lower_layout.addWidget(self.contexts_stack, 1)
-
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(upper)
-        split.addWidget(lower)
-        split.setSizes([230, 420])
-        split.setChildrenCollapsible(False)
 
         body = QWidget()
         body_layout = QVBoxLayout(body)
