@@ -238,6 +238,24 @@ def test_fast_training_step_is_close_to_float32():
     assert (losses["fast"] != losses["exact"]) == cpu_has_amx()  # bfloat16 really ran with AMX
 
 
+def test_attention_runs_in_float32_on_a_cpu_under_bfloat16_autocast():
+    import torch.nn.functional as F
+
+    from core.student.model import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 7, 8, generator=g) for _ in range(3))
+    key_ok = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    key_ok[0, ..., 5:] = False  # padding keys of the first document
+    exact = F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), key_ok, 0.0)
+    assert out.dtype == torch.bfloat16  # the block's dtype is kept
+    # inputs rounded to bfloat16 once, the attention itself in float32: within bfloat16 rounding
+    assert torch.allclose(out.float(), exact, atol=0.03)
+    assert torch.equal(attention(q, k, v, key_ok, 0.0), exact)
+
+
 # -- spec -----------------------------------------------------------------------------------------
 
 
