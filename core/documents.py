@@ -151,12 +151,14 @@ def load_paths(paths, **kw) -> Corpus:
     return corpus
 
 
-# The bundled demo sets (resources/demo/README.md): name -> (file, display name).
+# The bundled demo sets (resources/demo/README.md): name -> (file or files, display name).
 DEMO_SETS = {
     "demo": ("fortunes.jsonl", "demo (fortunes)"),
     "demo-provenance": ("provenance.jsonl", "provenance demo (human vs machine)"),
     "demo-ood": ("ood.jsonl", "out-of-distribution demo (stdlib docstrings)"),
     "demo-large": ("fortunes-large.jsonl", "large demo (13,698 fortunes, 37 collections)"),
+    "demo-mixed": (("fortunes-large.jsonl", "machine-large.jsonl"),
+                   "large demo with machine text (13,698 fortunes, 1,200 teacher continuations)"),
 }
 DEMO_NAMES = ", ".join(DEMO_SETS)  # for help texts
 
@@ -164,13 +166,16 @@ DEMO_NAMES = ", ".join(DEMO_SETS)  # for help texts
 def load_demo(name: str = "demo") -> Corpus:
     """A bundled demo set: "demo" (labeled short texts from Debian's fortunes), "demo-provenance"
     (those texts beside continuations the bundled teacher wrote from their opening words),
-    "demo-ood" (Python standard-library docstrings, unlike fortunes) or "demo-large" (every
-    prose fortune of 37 collections, labeled by collection: the starter dictionary's and the
-    demo student's training text)."""
+    "demo-ood" (Python standard-library docstrings, unlike fortunes), "demo-large" (every
+    prose fortune of 37 collections, labeled by collection: the starter dictionary's training
+    text) or "demo-mixed" (demo-large beside 1,200 continuations the
+    teacher wrote from openings of other fortunes than the provenance set's, as RAID mixes human
+    and machine text: the demo student's training text)."""
     if name not in DEMO_SETS:
         raise DocumentError(f"There is no demo set called '{name}'.", f"Use one of {', '.join(DEMO_SETS)}.")
-    filename, title = DEMO_SETS[name]
-    corpus = load_path(resources_dir() / "demo" / filename)
+    files, title = DEMO_SETS[name]
+    files = (files,) if isinstance(files, str) else files
+    corpus = load_paths([resources_dir() / "demo" / f for f in files])
     corpus.name = title
     return corpus
 

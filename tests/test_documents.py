@@ -18,6 +18,7 @@ from core.documents import (
     load_paths,
 )
 from core.errors import DocumentError
+from core.paths import resources_dir
 
 
 def write(path, data):
@@ -309,6 +310,22 @@ def test_demo_corpus_loads_cleanly():
     assert len({d.id for d in c}) == len(c)
     assert all(d.id.startswith(d.label + "-") for d in c)
     assert all(60 <= len(d.text) <= 600 for d in c)
+
+
+def test_mixed_demo_is_the_large_corpus_beside_machine_text_outside_the_provenance_set():
+    large, mixed = load_demo("demo-large"), load_demo("demo-mixed")
+    machine = [d for d in mixed if d.label == "machine"]
+    assert not mixed.problems and len(machine) == 1200
+    assert [d.id for d in mixed][:len(large)] == [d.id for d in large]
+    assert len(mixed) == len(large) + len(machine) and len({d.id for d in mixed}) == len(mixed)
+    # continued from other fortunes than the provenance set's human texts
+    rows = [json.loads(line) for line in (resources_dir() / "demo" / "machine-large.jsonl").open()]
+    text_of = {d.id: " ".join(d.text.split()) for d in large}
+    provenance = load_demo("demo-provenance")
+    human = {d.text for d in provenance if d.label == "human"}
+    assert all(text_of[r["source"]].startswith(r["prompt"]) for r in rows)
+    assert not human & {text_of[r["source"]] for r in rows}
+    assert not {d.text for d in provenance} & {d.text for d in machine}
 
 
 # ---------------------------------------------------------------- properties

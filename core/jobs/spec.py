@@ -74,7 +74,8 @@ class DataSpec:
     teacher: str = option("bundled", help="The model to read: 'bundled' (Gemma 3 270M, shipped "
                           "with the app), a Hugging Face model folder or a .gguf file.")
     corpus: str = option("demo", help="The documents: 'demo' (945 labelled fortunes), "
-                         "'demo-large' (13,698 fortunes), 'demo-provenance', 'demo-ood', or a "
+                         "'demo-large' (13,698 fortunes), 'demo-mixed' (those and 1,200 "
+                         "machine texts), 'demo-provenance', 'demo-ood', or a "
                          "file or folder of .txt .md .jsonl .csv .tsv files.")
     hook: str = option("resid_post.6", help="Hook point: resid_post, mlp_in or mlp_out, a dot, "
                        "and the decoder block index (0-based), e.g. resid_post.6.")
@@ -297,13 +298,14 @@ class JobSpec:
     def for_kind(cls, kind: str) -> "JobSpec":
         """The default spec of a kind (its own [train] settings). A student starts from the demo
         student's recipe (examples/student-demo.toml, measured in the README), not from the
-        seed's bare settings: token targets on the large demo corpus, bfloat16 on AMX CPUs."""
+        seed's bare settings: token targets on the large demo corpus with machine text, bfloat16 on
+        AMX CPUs."""
         spec = cls(kind=kind)  # __post_init__ gives a student its own [train] defaults
         if kind == "student":
-            spec.data.corpus, spec.data.precision = "demo-large", "fast"
+            spec.data.corpus, spec.data.precision = "demo-mixed", "fast"
             spec.run.eval_fraction, spec.run.checkpoint_every = 0.08, 200
             spec.student.target = "tokens"
-            for key, value in dict(batch_size=32, lr=1.5e-3, epochs=3, eval_every=200,
+            for key, value in dict(batch_size=32, lr=3e-3, epochs=3, eval_every=200,
                                    precision="fast").items():
                 setattr(spec.train, key, value)
         return spec
