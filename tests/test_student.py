@@ -238,7 +238,7 @@ def test_fast_training_step_is_close_to_float32():
     assert (losses["fast"] != losses["exact"]) == cpu_has_amx()  # bfloat16 really ran with AMX
 
 
-def test_attention_runs_in_float32_on_a_cpu_under_bfloat16_autocast():
+def test_training_attention_runs_in_float32_on_a_cpu_under_bfloat16_autocast():
     import torch.nn.functional as F
 
     from core.student.model import attention
@@ -254,6 +254,10 @@ def test_attention_runs_in_float32_on_a_cpu_under_bfloat16_autocast():
     # inputs rounded to bfloat16 once, the attention itself in float32: within bfloat16 rounding
     assert torch.allclose(out.float(), exact, atol=0.03)
     assert torch.equal(attention(q, k, v, key_ok, 0.0), exact)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # inference: bfloat16 kept
+        fast = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), key_ok, 0.0)
+        assert torch.equal(fast, F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(),
+                                                                 attn_mask=key_ok))
 
 
 # -- spec -----------------------------------------------------------------------------------------

@@ -83,10 +83,11 @@ class Block(nn.Module):
 
 
 def attention(q, k, v, key_ok, dropout_p: float) -> torch.Tensor:
-    """SDPA, in float32 on a CPU even under bfloat16 autocast: the CPU's bfloat16 attention
-    kernels are slower than its float32 ones (measured, one thread, 32 x 4 heads x 64 tokens,
-    forward and backward: 24.6 ms in bfloat16, 8.9 ms in float32), unlike its matrix products."""
-    if q.device.type != "cpu" or q.dtype == torch.float32:
+    """SDPA; when training on a CPU under bfloat16 autocast, in float32: the CPU's bfloat16
+    attention backward is slower than its float32 one (measured, one thread, 32 x 4 heads x 64
+    tokens, forward and backward: 24.6 ms in bfloat16, 8.9 ms in float32), unlike its matrix
+    products. The forward alone is as fast in bfloat16, so inference keeps it."""
+    if q.device.type != "cpu" or q.dtype == torch.float32 or not torch.is_grad_enabled():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=key_ok,
