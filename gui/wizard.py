@@ -13,11 +13,12 @@ from typing import Optional
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMenu, QPushButton,
                                QRadioButton, QScrollArea, QSpinBox, QStackedWidget, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
 
 from core.dictionaries.base import REGISTRY
+from core.documents import DEMO_SETS
 from core.jobs.spec import (DERIVED_SAE_FIELDS, DataSpec, JobSpec, PairSpec, RunSpec, SpecError,
                             VariantConfig, describe_spec)
 from core.models import HookPoint
@@ -86,7 +87,11 @@ class DataPage(QWizardPage):
         self.corpus = QLineEdit("demo")
         self.corpus.setToolTip(DataSpec.__dataclass_fields__["corpus"].metadata["help"])
         demo_btn, file_btn, dir_btn = QPushButton("Demo"), QPushButton("File…"), QPushButton("Folder…")
-        demo_btn.clicked.connect(lambda: self.corpus.setText("demo"))
+        demo_menu = QMenu(demo_btn)  # every bundled demo set, by name
+        for name, (_, title) in DEMO_SETS.items():
+            demo_menu.addAction(f"{name}: {title}", lambda n=name: self.corpus.setText(n))
+        demo_btn.setMenu(demo_menu)
+        self.demo_menu = demo_menu
         file_btn.clicked.connect(lambda: self._pick_file(self.corpus, "Documents",
                                                          "Text (*.txt *.md *.jsonl *.csv *.tsv)"))
         dir_btn.clicked.connect(lambda: self._pick_dir(self.corpus, "Folder of documents"))

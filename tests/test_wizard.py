@@ -218,3 +218,13 @@ def test_cost_pages_of_the_pair_jobs_measure_on_this_device(qtbot, make_wizard, 
         assert est.seconds and est.seconds > 0 and est.steps == spec.train.total_steps
         labels = {w.cost_page.table.item(i, 0).text() for i in range(w.cost_page.table.rowCount())}
         assert rows | {"Tokens in the corpus", "Memory", "Time"} <= labels
+
+
+def test_the_demo_button_offers_every_bundled_demo_set(make_wizard):
+    from core.documents import DEMO_SETS
+
+    w = make_wizard()
+    actions = w.data_page.demo_menu.actions()
+    assert [a.text().split(":")[0] for a in actions] == list(DEMO_SETS)
+    actions[list(DEMO_SETS).index("demo-mixed")].trigger()
+    assert w.spec().data.corpus == "demo-mixed"
