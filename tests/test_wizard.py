@@ -112,7 +112,7 @@ def test_the_student_method_gets_its_own_generated_settings_and_round_trips(qtbo
     spec = w.spec()
     assert spec.kind == "student" and spec.student.n_layers == 4 and spec.student.d_hidden == 256
     # a newcomer who only picks Student gets the measured demo recipe, data settings included
-    assert spec == JobSpec.for_kind("student") and spec.data.corpus == "demo-large"
+    assert spec == JobSpec.for_kind("student") and spec.data.corpus == "demo-mixed"
 
     def data_page_says():
         spec = JobSpec()
