@@ -168,9 +168,9 @@ def load_demo(name: str = "demo") -> Corpus:
     (those texts beside continuations the bundled teacher wrote from their opening words),
     "demo-ood" (Python standard-library docstrings, unlike fortunes), "demo-large" (every
     prose fortune of 37 collections, labeled by collection: the starter dictionary's training
-    text) or "demo-mixed" (demo-large beside 1,200 continuations the
-    teacher wrote from openings of other fortunes than the provenance set's, as RAID mixes human
-    and machine text: the demo student's training text)."""
+    text) or "demo-mixed" (demo-large beside 1,200 continuations the teacher wrote from openings
+    of other fortunes than the provenance set's, as RAID mixes human and machine text: the demo
+    student's training text)."""
     if name not in DEMO_SETS:
         raise DocumentError(f"There is no demo set called '{name}'.", f"Use one of {', '.join(DEMO_SETS)}.")
     files, title = DEMO_SETS[name]

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QToolButton, QVBoxLayout, QWidget)
 
 from gui.feature_bars import format_value
-from gui.style import FEATURE_SCALE_STOPS, Placeholder, scale_colour, text_colour_on
+from gui.style import FEATURE_SCALE_STOPS, Placeholder, scale_colour, text_colour_on, titled_split
 from gui.token_view import display_text
 
 N_CONTEXTS = 20
@@ -46,17 +46,7 @@ def contexts_split(panel: QWidget, upper: QWidget, sizes: list[int]) -> QSplitte
     panel.contexts.setOpenLinks(False)
     panel.contexts.setStyleSheet("QTextBrowser { background: white; }")
     panel.contexts_stack = Placeholder(panel.contexts, "")
-    lower = QWidget()
-    lower_layout = QVBoxLayout(lower)
-    lower_layout.setContentsMargins(0, 4, 0, 0)
-    lower_layout.addWidget(panel.contexts_title)
-    lower_layout.addWidget(panel.contexts_stack, 1)
-    split = QSplitter(Qt.Orientation.Vertical)
-    split.addWidget(upper)
-    split.addWidget(lower)
-    split.setSizes(sizes)
-    split.setChildrenCollapsible(False)
-    return split
+    return titled_split(upper, panel.contexts_title, panel.contexts_stack, sizes)
 
 
 def logit_effects_table() -> QTableWidget:

@@ -9,10 +9,10 @@ from PySide6.QtCore import (QItemSelectionModel, QModelIndex,
                             QSortFilterProxyModel, Qt, Signal)
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
-                               QSizePolicy, QSplitter, QTableView, QVBoxLayout, QWidget)
+                               QSizePolicy, QTableView, QVBoxLayout, QWidget)
 
 from core.documents import Document
-from gui.style import Placeholder, TagDelegate
+from gui.style import Placeholder, TagDelegate, titled_split
 from gui.table_model import ListTableModel
 
 SNIPPET_CHARS = 160
@@ -124,19 +124,9 @@ class DocumentsPanel(QWidget):
         top_layout.addWidget(self.filter)
         top_layout.addWidget(self.list_view, 1)
         top_layout.addWidget(self.count)
-        bottom = QWidget()
-        bottom_layout = QVBoxLayout(bottom)
-        bottom_layout.setContentsMargins(0, 4, 0, 0)
-        bottom_layout.addWidget(self.title)
-        bottom_layout.addWidget(self.text, 1)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(top)
-        split.addWidget(bottom)
-        split.setSizes([480, 220])
-        split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
+        layout.addWidget(titled_split(top, self.title, self.text, [480, 220]))
 
     # ------------------------------------------------------------------ API
 

@@ -1,4 +1,5 @@
-"""Colours shared by the views: the sequential scale for token values and label tag colours."""
+"""Colours and small layouts shared by the views: the sequential scale for token values, label
+tag colours, placeholders and a titled pane under another."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import zlib
 
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QLabel, QStackedWidget, QStyledItemDelegate, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QStyledItemDelegate, QVBoxLayout, QWidget
 
 # A light-to-dark blue scale (ColorBrewer "Blues"): the light end keeps dark text readable, and
 # it stays readable for the common red-green colour blindness.
@@ -99,3 +100,19 @@ class Placeholder(QStackedWidget):
     @property
     def message(self) -> str:
         return self.label.text() if self.currentWidget() is self.label else ""
+
+
+def titled_split(upper: QWidget, title: QLabel, body: QWidget, sizes: list[int]) -> QSplitter:
+    """`upper` above `title` and `body` (which takes the height), in a vertical splitter whose
+    panes do not collapse: the document list over its text, a dashboard over its contexts."""
+    lower = QWidget()
+    lower_layout = QVBoxLayout(lower)
+    lower_layout.setContentsMargins(0, 4, 0, 0)
+    lower_layout.addWidget(title)
+    lower_layout.addWidget(body, 1)
+    split = QSplitter(Qt.Orientation.Vertical)
+    split.addWidget(upper)
+    split.addWidget(lower)
+    split.setSizes(sizes)
+    split.setChildrenCollapsible(False)
+    return split

@@ -87,11 +87,10 @@ class DataPage(QWizardPage):
         self.corpus = QLineEdit("demo")
         self.corpus.setToolTip(DataSpec.__dataclass_fields__["corpus"].metadata["help"])
         demo_btn, file_btn, dir_btn = QPushButton("Demo"), QPushButton("File…"), QPushButton("Folder…")
-        demo_menu = QMenu(demo_btn)  # every bundled demo set, by name
+        self.demo_menu = QMenu(demo_btn)  # every bundled demo set, by name
         for name, (_, title) in DEMO_SETS.items():
-            demo_menu.addAction(f"{name}: {title}", lambda n=name: self.corpus.setText(n))
-        demo_btn.setMenu(demo_menu)
-        self.demo_menu = demo_menu
+            self.demo_menu.addAction(f"{name}: {title}", lambda n=name: self.corpus.setText(n))
+        demo_btn.setMenu(self.demo_menu)
         file_btn.clicked.connect(lambda: self._pick_file(self.corpus, "Documents",
                                                          "Text (*.txt *.md *.jsonl *.csv *.tsv)"))
         dir_btn.clicked.connect(lambda: self._pick_dir(self.corpus, "Folder of documents"))

@@ -11,9 +11,9 @@ the same shape: speed does not depend on the weights). Both include tokenization
 
 Measured on the 2-core project CPU (AMX), 1 thread, the demo student (4 x 256, MLP 256):
 teacher 30.1 docs/s, student 579 docs/s: 19.2x in float32 (23.3x fewer FLOPs; on a slower day
-28.3 and 503: 17.8x); 15.4x with
-both in bfloat16 autocast (64.3 vs 989 docs/s); projected for Gemma 3 4B at layer 17: 994x
-fewer FLOPs, about 820x on this CPU; training 133 docs/s (pooled), 125 (token targets).
+28.3 and 503: 17.8x); 15.4x with both in bfloat16 autocast (64.3 vs 989 docs/s); projected
+for Gemma 3 4B at layer 17: 994x fewer FLOPs, about 820x on this CPU; training 133 docs/s
+(pooled), 125 (token targets).
 """
 
 import argparse
