@@ -70,9 +70,33 @@ def test_content_mask_leaves_out_bos_and_padding():
     ids = torch.tensor([[1, 5, 6, 0], [1, 7, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
     assert model.content(ids, mask).tolist() == [[False, True, True, False], [False, True, False, False]]
-    doc, tok = model(ids, mask, tokens=True)
-    assert torch.allclose(doc[0], tok[0, 1:3].mean(0), atol=1e-6)  # pool of token predictions
-    assert torch.allclose(doc[1], tok[1, 1], atol=1e-6)
+    doc, tok = model(ids, mask, at=(torch.tensor([0, 0, 1]), torch.tensor([1, 2, 1])))
+    assert torch.allclose(doc[0], tok[0:2].mean(0), atol=1e-6)  # pool of token predictions
+    assert torch.allclose(doc[1], tok[2], atol=1e-6)
+
+
+def test_token_targets_of_a_batch_and_their_loss_by_hand():
+    """The batch holds only the rows that count, at their padded places; the training loss is
+    their MSE, as if computed on the padded batch with the padding masked out."""
+    from core.student.data import StudentData
+    from core.student.train import StudentTrainConfig, StudentTrainer
+
+    tokens = [[1, 5, 6], [1, 7], [1]]  # the last is empty after BOS
+    positions = [torch.tensor([1, 2]), torch.tensor([1]), torch.tensor([], dtype=torch.long)]
+    rows = [torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[5.0, 6.0]]), torch.zeros(0, 2)]
+    data = StudentData(tokens, torch.zeros(3, 2), rows, positions)
+    b = data.batch([1, 0, 2], pad_id=0)
+    assert b["token_row"].tolist() == [0, 1, 1] and b["token_pos"].tolist() == [1, 1, 2]
+    assert b["token_z"].tolist() == [[5.0, 6.0], [1.0, 2.0], [3.0, 4.0]]
+    model = StudentModel(StudentConfig(n_layers=1, d_hidden=8, n_heads=2, d_embed=4, d_mlp=8,
+                                       max_positions=8, target="tokens"), vocab_size=10, d_out=2, bos_id=1)
+    with torch.no_grad():
+        model.out.bias.fill_(1.0)
+        model.out.weight.zero_()  # every token predicts (1, 1)
+    trainer = StudentTrainer(model, StudentTrainConfig(batch_size=3, lr=1e-9), data, data, 0)
+    trainer._order = (0, [[1, 0, 2]])
+    expected = sum((v - 1.0) ** 2 for v in (5, 6, 1, 2, 3, 4)) / 6  # 3 tokens x 2 dimensions
+    assert trainer.train_step()["loss"] == pytest.approx(expected)
 
 
 def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():

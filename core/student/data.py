@@ -30,15 +30,16 @@ class StudentData:
         return len(self.tokens)
 
     def batch(self, index: Sequence[int], pad_id: int, with_tokens: bool = True) -> dict:
-        """Padded ids/mask [B, T], document targets [B, D], token targets [B, T, D] (zeros
-        where a position does not count) when the data has them."""
+        """Padded ids/mask [B, T], document targets [B, D], and when the data has them the
+        token targets [N, D] of the positions that count, each at (token_row, token_pos) of the
+        padded batch: only those rows, so the loss and the output layer skip the padding."""
         ids, mask = pad_batch([self.tokens[i] for i in index], pad_id)
         out = {"ids": ids, "mask": mask, "doc": self.doc_z[list(index)]}
         if self.token_z is not None and with_tokens:
-            target = torch.zeros(len(index), ids.shape[1], self.doc_z.shape[1])
-            for row, i in enumerate(index):
-                target[row, self.content[i]] = self.token_z[i]
-            out["tokens"] = target
+            out["token_z"] = torch.cat([self.token_z[i] for i in index])
+            out["token_row"] = torch.cat([torch.full((len(self.content[i]),), row, dtype=torch.long)
+                                          for row, i in enumerate(index)])
+            out["token_pos"] = torch.cat([self.content[i] for i in index]).long()
         return out
 
 

@@ -131,13 +131,15 @@ class StudentModel(nn.Module):
         keep = mask_BT.bool()
         return keep & (ids_BT != self.bos_id) if self.bos_id is not None else keep
 
-    def forward(self, ids_BT: torch.Tensor, mask_BT: torch.Tensor, tokens: bool = False):
-        """Document vectors [B, d_out]; with tokens=True also the token predictions [B, T, d_out]."""
+    def forward(self, ids_BT: torch.Tensor, mask_BT: torch.Tensor,
+                at: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+        """Document vectors [B, d_out]; with `at` = (rows [N], positions [N]) also the token
+        predictions there [N, d_out] (the output layer runs on those tokens only)."""
         h = self.hidden(ids_BT, mask_BT)
         keep = self.content(ids_BT, mask_BT).unsqueeze(-1).to(h.dtype)
         pooled = masked_mean(h, keep)
         doc = self.out(pooled)
-        return (doc, self.out(h)) if tokens else doc
+        return doc if at is None else (doc, self.out(h[at]))
 
 
 def masked_mean(x_BTD: torch.Tensor, keep_BT1: torch.Tensor) -> torch.Tensor:
