@@ -74,8 +74,8 @@ def _prepare(spec: JobSpec, teacher: Teacher, ctx: JobContext):
     ref = document_reference(pooled[:n], f"{n:,} training documents of '{d.corpus}'", d.hook)
     token_ref = None
     if acts is not None:
-        rows = torch.cat(acts[:n])
-        token_ref = document_reference(rows, f"{len(rows):,} training tokens of '{d.corpus}'", d.hook)
+        n_rows = sum(len(a) for a in acts[:n])
+        token_ref = document_reference(acts[:n], f"{n_rows:,} training tokens of '{d.corpus}'", d.hook)
     ctx.report(0, 1, "Tokenizing")
     tokens = teacher.tokenize([doc.text for doc in documents], d.max_length)
 

@@ -15,6 +15,7 @@ from core.features.scoring import Reference
 from core.similarity import zscore
 
 EPS = 1e-6
+CHUNK_ROWS = 65_536  # rows summed at a time in float64
 
 
 @dataclass
@@ -43,12 +44,25 @@ class StudentData:
         return out
 
 
-def document_reference(pooled: torch.Tensor, source: str, hook: str) -> Reference:
-    """Per-dimension mean/std of document vectors (population std, as the caches' stats)."""
-    x = pooled.double()
-    mean = x.mean(0)
-    std = (x.pow(2).mean(0) - mean.pow(2)).clamp(min=0).sqrt()
-    return Reference(mean.float(), std.float(), source, hook, int(pooled.shape[0]))
+def document_reference(rows, source: str, hook: str) -> Reference:
+    """Per-dimension mean/std (population std, as the caches' stats) of the rows of a tensor
+    [N, D] or of a list of them (a token corpus: gigabytes, so never concatenated), summed in
+    float64 a part at a time."""
+    parts = list(rows.split(CHUNK_ROWS)) if torch.is_tensor(rows) else list(rows)
+    n = sum(len(p) for p in parts)
+    total = total_sq = torch.zeros(parts[0].shape[-1], dtype=torch.float64)
+    start = 0
+    while start < len(parts):
+        group, size = [], 0
+        while start < len(parts) and (not group or size + len(parts[start]) <= CHUNK_ROWS):
+            group.append(parts[start])
+            size += len(parts[start])
+            start += 1
+        x = torch.cat(group).double()
+        total, total_sq = total + x.sum(0), total_sq + x.pow(2).sum(0)
+    mean = total / max(n, 1)
+    std = (total_sq / max(n, 1) - mean.pow(2)).clamp(min=0).sqrt()
+    return Reference(mean.float(), std.float(), source, hook, n)
 
 
 def pooled_targets(cache, doc_ids: Sequence[str]) -> torch.Tensor:
@@ -59,22 +73,27 @@ def pooled_targets(cache, doc_ids: Sequence[str]) -> torch.Tensor:
 
 def token_targets(cache, doc_ids: Sequence[str]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per document (in the order of `doc_ids`): its token rows [n, D] by position, and those
-    positions (BOS is not in the cache, so positions are where the student's content mask is)."""
+    positions (BOS is not in the cache, so positions are where the student's content mask is).
+    A shard holds each document's rows in one run, so a shard splits at its runs."""
     where = {d: i for i, d in enumerate(cache.document_ids)}
     rows: dict[int, list] = {}
     for data in cache.shards():
-        for doc in data["doc_index"].unique().tolist():
-            sel = data["doc_index"] == doc
-            rows.setdefault(doc, []).append((data["position"][sel].long(), data["acts"][sel].float()))
+        docs, counts = torch.unique_consecutive(data["doc_index"], return_counts=True)
+        counts = counts.tolist()
+        for doc, pos, acts in zip(docs.tolist(), data["position"].long().split(counts),
+                                  data["acts"].float().split(counts)):
+            rows.setdefault(doc, []).append((pos, acts))
     acts, positions = [], []
     d_model = int(cache.manifest["d_model"])
     for doc_id in doc_ids:
         parts = rows.get(where[doc_id], [])
         pos = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, dtype=torch.long)
         x = torch.cat([a for _, a in parts]) if parts else torch.zeros(0, d_model)
-        order = pos.argsort()
-        positions.append(pos[order])
-        acts.append(x[order])
+        if len(pos) > 1 and not bool((pos[1:] > pos[:-1]).all()):
+            order = pos.argsort()
+            pos, x = pos[order], x[order]
+        positions.append(pos)
+        acts.append(x)
     return acts, positions
 
 
