@@ -112,6 +112,27 @@ def test_the_teacher_computes_at_the_precision_of_the_students_targets(tiny_teac
     assert AgreementEvaluation.load(tmp_path).precision == "fast"
 
 
+def test_known_teacher_vectors_are_used_instead_of_running_the_teacher(tiny_teacher, student_dir, sae_dir,
+                                                                       monkeypatch):
+    """The student job passes its held-out targets: the teacher does not run again for them."""
+    import core.student.evaluation as evaluation
+    from core.documents import load_demo
+
+    student, sae = Student.load(student_dir), load(sae_dir)
+    docs = load_demo("demo-ood").documents[:20]
+    raw = teacher_pooled(tiny_teacher, docs, HOOK, 64)
+    expected = evaluate_agreement(student, tiny_teacher, sae, [EvalSet("id", "held out", docs, True)], k=5)
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher ran")
+    monkeypatch.setattr(evaluation, "teacher_pooled", no_teacher)
+    known = evaluate_agreement(student, tiny_teacher, sae, [EvalSet("id", "held out", docs, True, teacher_raw=raw)], k=5)
+    assert known.reports["id"].cosine == pytest.approx(expected.reports["id"].cosine)
+    shifted = evaluate_agreement(student, tiny_teacher, sae,
+                                 [EvalSet("id", "held out", docs, True, teacher_raw=raw.flip(0))], k=5)
+    assert shifted.reports["id"].cosine != pytest.approx(expected.reports["id"].cosine)
+
+
 def test_a_dictionary_of_another_layer_is_refused(tiny_teacher, student_dir, tmp_path):
     student = Student.load(student_dir)
     other = load(make_sae(tmp_path / "other", hook="resid_post.1"))

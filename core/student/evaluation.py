@@ -46,6 +46,7 @@ class EvalSet:
     in_distribution: bool
     positive: Optional[str] = None  # a contrast to build in both spaces: positive vs negative
     negative: Optional[str] = None  # None: against the rest
+    teacher_raw: Optional[torch.Tensor] = None  # the teacher's pooled vectors [N, D] if known
 
 
 def training_corpus(student) -> tuple[str, float]:
@@ -223,7 +224,8 @@ def evaluate_agreement(student, teacher, sae, sets: Sequence[EvalSet], state: Op
             raise DistillscopeError(f"The set '{s.title}' has no documents.", "Choose another corpus.")
         prefix = f"{s.key} ({n + 1}/{len(sets)})"
         state.report(0, 1, f"{prefix}: the teacher's vectors")
-        raw = teacher_pooled(teacher, s.documents, student.hook, student.max_length, state, precision)
+        raw = (s.teacher_raw if s.teacher_raw is not None else
+               teacher_pooled(teacher, s.documents, student.hook, student.max_length, state, precision))
         teacher_z = zscore(raw, mean, std)
         state.report(0, 1, f"{prefix}: the student's vectors")
         student_z = student.vectors([d.text for d in s.documents], state)
