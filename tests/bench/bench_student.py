@@ -10,10 +10,10 @@ the same shape: speed does not depend on the weights). Both include tokenization
     .venv/bin/python tests/bench/bench_student.py [--docs 256] [--threads 1] [--student DIR]
 
 Measured on the 2-core project CPU (AMX), 1 thread, the demo student (4 x 256, MLP 256):
-teacher 30.1 docs/s, student 579 docs/s: 19.2x in float32 (23.3x fewer FLOPs; on a slower day
-28.3 and 503: 17.8x); 15.4x with both in bfloat16 autocast (64.3 vs 989 docs/s); projected
-for Gemma 3 4B at layer 17: 994x fewer FLOPs, about 820x on this CPU; training 133 docs/s
-(pooled), 125 (token targets).
+teacher 29.4 docs/s, student 548 docs/s: 18.6x in float32 (23.3x fewer FLOPs; 17.4x-19.2x over
+five runs, this VM's speed varies); 14.1x with both in bfloat16 autocast (67.0 vs 942 docs/s);
+projected for Gemma 3 4B at layer 17: 994x fewer FLOPs, about 790x on this CPU; training 135
+docs/s (pooled), 126 (token targets).
 """
 
 import argparse
