@@ -389,9 +389,10 @@ class CostPage(QWizardPage):
         buttons.addWidget(self.save)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
+        layout.addStretch(1)  # the notes sit under the table, never squeezed by it
         self.estimate = None
 
     def initializePage(self) -> None:
@@ -415,6 +416,7 @@ class CostPage(QWizardPage):
         for i, (label, value) in enumerate(rows):
             self.table.setItem(i, 0, QTableWidgetItem(label))
             self.table.setItem(i, 1, QTableWidgetItem(value))
+        self.table.setFixedHeight(self.table.verticalHeader().length() + 2 * self.table.frameWidth())
         self.status.setText(" ".join(est.notes) or "Launch starts the run; it appears in the Training tab.")
         self.remeasure.setEnabled(True)
         self.wizard().estimated.emit()

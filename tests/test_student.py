@@ -376,6 +376,20 @@ def test_cost_estimate_shows_the_token_targets_extra_cost(tiny_teacher, corpus):
     assert pooled.seconds is not None and pooled.seconds_per_step > 0
 
 
+def test_cost_estimate_times_batches_of_the_corpus_from_short_to_long():
+    """A step's time grows with its longest document, so the estimate times real batches at
+    quantiles of their padded size, not one batch of mean-length documents."""
+    from core.jobs.estimate import calibration_batches
+    from core.student.train import StudentTrainConfig
+
+    token_lists = [[2] * n for n in range(2, 402)]  # 400 documents of 2..401 tokens
+    picks = calibration_batches(token_lists, StudentTrainConfig(batch_size=10), steps=3)
+    assert len(picks) == 6 and all(len(b) == 10 for b in picks)
+    widths = [max(b) for b in picks]
+    assert widths == sorted(widths) and widths[0] < 100 and widths[-1] > 300
+    assert calibration_batches([[2, 5]], StudentTrainConfig(batch_size=10), steps=3) == [[2]]
+
+
 # -- classification head --------------------------------------------------------------------------
 
 

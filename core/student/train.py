@@ -127,11 +127,13 @@ class StudentTrainer:
                                               epoch, self.lengths))
         return self._order[1][self.step % self.steps_per_epoch]
 
-    def train_step(self) -> dict:
+    def train_step(self, index: Optional[list[int]] = None) -> dict:
+        """One step on the epoch's next batch (or on the documents `index`, for timing)."""
         model, cfg = self.model, self.cfg
         model.train()
         device = model.out.weight.device
-        b = {k: v.to(device) for k, v in self.train.batch(self.next_batch(), self.pad_id).items()}
+        index = self.next_batch() if index is None else index
+        b = {k: v.to(device) for k, v in self.train.batch(index, self.pad_id).items()}
         self.lr = cfg.lr * lr_factor(self.step, self.total_steps, cfg.warmup_steps, cfg.decay_start)
         for opt in self.opts:
             for group in opt.param_groups:
