@@ -56,6 +56,8 @@ def test_z_normalization_and_masked_pooling_by_hand():
     pooled = torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 13.0]])
     ref = document_reference(pooled[:2], "train", "resid_post.0")  # training split only
     assert ref.mean.tolist() == [2.0, 10.0] and ref.std.tolist() == [1.0, 0.0]
+    parts = document_reference([pooled[:1], pooled[1:2]], "train", "resid_post.0")  # token rows per document
+    assert parts.mean.tolist() == [2.0, 10.0] and parts.std.tolist() == [1.0, 0.0] and parts.count == 2
     data = build_data([[1, 5], [1, 6], [1, 7]], pooled, ref)
     assert torch.allclose(data.doc_z[2], torch.tensor([3.0, 3.0 / 1e-6]), rtol=1e-5)
     x = torch.tensor([[[1.0], [2.0], [6.0]], [[4.0], [0.0], [0.0]]])

@@ -51,15 +51,14 @@ def document_reference(rows, source: str, hook: str) -> Reference:
     parts = list(rows.split(CHUNK_ROWS)) if torch.is_tensor(rows) else list(rows)
     n = sum(len(p) for p in parts)
     total = total_sq = torch.zeros(parts[0].shape[-1], dtype=torch.float64)
-    start = 0
-    while start < len(parts):
-        group, size = [], 0
-        while start < len(parts) and (not group or size + len(parts[start]) <= CHUNK_ROWS):
-            group.append(parts[start])
-            size += len(parts[start])
-            start += 1
-        x = torch.cat(group).double()
-        total, total_sq = total + x.sum(0), total_sq + x.pow(2).sum(0)
+    group, size = [], 0
+    for k, part in enumerate(parts):
+        group.append(part)
+        size += len(part)
+        if size >= CHUNK_ROWS or k == len(parts) - 1:
+            x = torch.cat(group).double()
+            total, total_sq = total + x.sum(0), total_sq + x.pow(2).sum(0)
+            group, size = [], 0
     mean = total / max(n, 1)
     std = (total_sq / max(n, 1) - mean.pow(2)).clamp(min=0).sqrt()
     return Reference(mean.float(), std.float(), source, hook, n)
