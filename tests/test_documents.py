@@ -328,6 +328,21 @@ def test_mixed_demo_is_the_large_corpus_beside_machine_text_outside_the_provenan
     assert not {d.text for d in provenance} & {d.text for d in machine}
 
 
+def test_machine_text_builder_leaves_out_the_sources_a_first_file_continued():
+    """build_provenance.py --skip-sources: a second machine-only file continues other texts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_provenance",
+                                                  resources_dir() / "demo" / "build_provenance.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    source = resources_dir() / "demo" / "fortunes-large.jsonl"
+    first = builder.choose(50, source)
+    second = builder.choose(50, source, skip_ids=frozenset(item["source"] for item in first))
+    assert len(second) == 50 and not {i["source"] for i in first} & {i["source"] for i in second}
+    assert builder.choose(50, source) == first  # without the option: the same texts as before
+
+
 # ---------------------------------------------------------------- properties
 
 FAST = settings(

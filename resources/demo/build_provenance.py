@@ -72,12 +72,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def choose(n_pairs: int = N_PAIRS, source: Path = SOURCE, exclude: frozenset = frozenset()) -> list[dict]:
-    """n_pairs human texts of `source` (cleaned, MIN_WORDS to MAX_WORDS long), none in `exclude`."""
+def choose(n_pairs: int = N_PAIRS, source: Path = SOURCE, exclude: frozenset = frozenset(),
+           skip_ids: frozenset = frozenset()) -> list[dict]:
+    """n_pairs human texts of `source` (cleaned, MIN_WORDS to MAX_WORDS long), none in `exclude`
+    and none whose id is in `skip_ids`."""
     pool = []
     for row in read_jsonl(source):
         text = clean(row["text"])
-        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in exclude:
+        if MIN_WORDS <= len(text.split()) <= MAX_WORDS and text not in exclude and row["id"] not in skip_ids:
             pool.append({"source": row["id"], "topic": row["label"], "text": text})
     picked = sorted(random.Random(SEED).sample(range(len(pool)), min(n_pairs, len(pool))))
     return [pool[i] for i in picked]
@@ -97,12 +99,16 @@ def main(argv=None) -> int:
     parser.add_argument("--machine-only", action="store_true",
                         help="write only the continuations (ids machine-NNNNN), of texts that are not "
                              "in provenance.jsonl: machine text for a training corpus")
+    parser.add_argument("--skip-sources", type=Path, action="append", default=[],
+                        help="a machine-only .jsonl made before: its sources are not continued again "
+                             "and ids go on after its (repeatable), so a second file holds other texts")
     args = parser.parse_args(argv)
     out_path = args.out
     settings_path = out_path.with_name(out_path.stem + ".settings.json")
     torch.set_num_threads(args.threads)
     exclude = frozenset(r["text"] for r in read_jsonl(OUT) if r["label"] == "human") if args.machine_only else frozenset()
-    chosen = choose(args.pairs, args.source, exclude)
+    skip = frozenset(r["source"] for path in args.skip_sources for r in read_jsonl(path))
+    chosen = choose(args.pairs, args.source, exclude, skip)
     teacher = load_teacher("bundled", device="cpu")
     teacher.model.eval()
 
@@ -129,7 +135,7 @@ def main(argv=None) -> int:
 
     lines = []
     for n, item in enumerate(chosen if args.machine_only else []):
-        lines.append({"id": f"machine-{n:05d}", "text": item["machine"], "label": "machine",
+        lines.append({"id": f"machine-{n + len(skip):05d}", "text": item["machine"], "label": "machine",
                       "prompt": item["prompt"], "source": item["source"], "topic": item["topic"]})
     for n, item in enumerate([] if args.machine_only else chosen):
         pair = f"pair-{n:04d}"
@@ -146,6 +152,7 @@ def main(argv=None) -> int:
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint,
         "source": args.source.name, "seed": SEED, "pairs": len(chosen), "machine_only": args.machine_only,
+        "skip_sources": [path.name for path in args.skip_sources],
         "human_words": [MIN_WORDS, MAX_WORDS], "prompt_words": PROMPT_WORDS, "sampling": SAMPLING,
         "max_new_tokens": f"ceil({TOKENS_PER_WORD} * (human words - prompt words)) + 4",
         "batch": BATCH, "padding_side": "left", "threads": args.threads,
