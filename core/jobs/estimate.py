@@ -12,6 +12,7 @@ with the threads the app gives a job on a CPU (all cores but one)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -194,7 +195,8 @@ def _time_teacher(spec: JobSpec, teacher, token_lists) -> Optional[float]:
     batches = plan_batches([len(t) for t in token_lists], spec.data.batch_tokens)
     hook = HookPoint.parse(spec.data.hook)
     runner = precision_runner(teacher, spec.data.precision, hook.layer)  # as extraction runs it
-    capture(runner, *(t[:1, :16] for t in pad_batch(token_lists[:1], teacher.pad_id)), [hook])  # warm-up
+    ids, mask = pad_batch(token_lists[:1], teacher.pad_id)
+    capture(runner, ids[:, :16], mask[:, :16], [hook])  # warm-up: first calls are slow
     tokens, seconds = 0, 0.0
     for k in sorted({0, len(batches) // 2, len(batches) - 1}):
         ids, mask = pad_batch([token_lists[i] for i in batches[k]], teacher.pad_id)
@@ -319,8 +321,8 @@ def _time_student(spec: JobSpec, model, batches: list[list[int]], vocab: int, pa
     n = len(lengths)
     data = StudentData(tokens, torch.randn(n, d, generator=g), token_z, positions or [])
     trainer = StudentTrainer(model, spec.train, data, data, pad)
-    starts = [sum(len(b) for b in batches[:k]) for k in range(len(batches))]
-    index = [list(range(start, start + len(b))) for start, b in zip(starts, batches)]
+    ends = list(itertools.accumulate(len(b) for b in batches))
+    index = [list(range(end - len(b), end)) for end, b in zip(ends, batches)]
     for batch in index:  # warm-up: a first step at each shape picks and builds its kernels
         trainer.train_step(batch)
     times = []

@@ -82,8 +82,7 @@ def _prepare(spec: JobSpec, teacher: Teacher, ctx: JobContext):
     def part(sl: slice):
         return build_data(tokens[sl], pooled[sl], ref, acts[sl] if acts else None,
                           positions[sl] if positions else None, token_ref)
-    held_pooled = dict(zip((doc.text for doc in held_docs), pooled[n:]))
-    return part(slice(0, n)), part(slice(n, None)), ref, token_ref, [doc.text for doc in held_docs], held_pooled
+    return part(slice(0, n)), part(slice(n, None)), ref, token_ref, held_docs, pooled[n:]
 
 
 def _student(model, teacher: Teacher, spec: JobSpec, ref, token_ref, info=None) -> Student:
@@ -99,7 +98,8 @@ def run_student_job(spec: JobSpec, ctx: JobContext) -> None:
         teacher.check_hook(HookPoint.parse(d.hook))
     except ValueError as exc:
         raise DistillscopeError(str(exc), "Choose a layer the teacher has in [data] hook.")
-    train, held, ref, token_ref, held_texts, held_pooled = _prepare(spec, teacher, ctx)
+    train, held, ref, token_ref, held_docs, held_raw = _prepare(spec, teacher, ctx)
+    held_texts = [doc.text for doc in held_docs]
     ctx.log(f"{teacher.name}, {d.hook}: {len(train):,} training and {len(held):,} held-out documents")
 
     torch.manual_seed(cfg.seed)
@@ -143,14 +143,14 @@ def run_student_job(spec: JobSpec, ctx: JobContext) -> None:
     ctx.run.write_status(evaluation={k: report[k] for k in ("val_mse", "val_cosine", "steps")})
     ctx.log(f"evaluation: val_mse {report['val_mse']:.4g}, val_cosine {report['val_cosine']:.4g} "
             f"(best of {trainer.step:,} steps at {trainer.best_step:,})")
-    _agreement(spec, teacher, student, ctx, held_pooled)
+    _agreement(spec, teacher, student, ctx, held_docs, held_raw)
 
 
 def _agreement(spec: JobSpec, teacher: Teacher, student: Student, ctx: JobContext,
-               held_pooled: dict) -> None:
+               held_docs: list, held_raw: torch.Tensor) -> None:
     """The seed's agreement table (artifacts/student/agreement.json) when the bundled starter
     dictionary reads the student's layer; otherwise say how to get it. The held-out documents'
-    teacher vectors are the job's own targets (`held_pooled`: text -> pooled vector)."""
+    teacher vectors are the job's own targets (`held_raw`, pooled, in `held_docs` order)."""
     from core.features import STARTER_DICTIONARY
     from core.student.evaluation import default_sets, evaluate_agreement
 
@@ -163,8 +163,8 @@ def _agreement(spec: JobSpec, teacher: Teacher, student: Student, ctx: JobContex
     try:
         sets, seen = default_sets(student)
         for s in sets:
-            if s.key == "id" and all(d.text in held_pooled for d in s.documents):
-                s.teacher_raw = torch.stack([held_pooled[d.text] for d in s.documents])
+            if s.key == "id" and [d.id for d in s.documents] == [d.id for d in held_docs]:
+                s.teacher_raw = held_raw
         result = evaluate_agreement(student, teacher, sae, sets, ctx, seen_texts=seen,
                                     dictionary_name=STARTER_DICTIONARY.name)
     except DistillscopeError as exc:  # the student is saved: a missing corpus must not fail the run

@@ -86,11 +86,12 @@ def token_targets(cache, doc_ids: Sequence[str]) -> tuple[list[torch.Tensor], li
     d_model = int(cache.manifest["d_model"])
     for doc_id in doc_ids:
         parts = rows.get(where[doc_id], [])
-        if len(parts) == 1:  # the usual case: views of the shard, no copy
+        if not parts:
+            pos, x = torch.zeros(0, dtype=torch.long), torch.zeros(0, d_model)
+        elif len(parts) == 1:  # the usual case: views of the shard, no copy
             pos, x = parts[0]
         else:
-            pos = torch.cat([p for p, _ in parts]) if parts else torch.zeros(0, dtype=torch.long)
-            x = torch.cat([a for _, a in parts]) if parts else torch.zeros(0, d_model)
+            pos, x = torch.cat([p for p, _ in parts]), torch.cat([a for _, a in parts])
         if len(pos) > 1 and not bool((pos[1:] > pos[:-1]).all()):
             order = pos.argsort()
             pos, x = pos[order], x[order]
