@@ -286,6 +286,32 @@ def test_training_attention_runs_in_float32_on_a_cpu_under_bfloat16_autocast():
                                                                  attn_mask=key_ok))
 
 
+
+def test_inference_path_in_place_equals_the_training_path():
+    """Without gradients the blocks add into the residual stream in place; the outputs must
+    be the training path's, with padding, in float32 and under bfloat16 autocast."""
+    torch.manual_seed(0)
+    model = StudentModel(StudentConfig(n_layers=2, d_hidden=32, n_heads=2, d_embed=16, d_mlp=48,
+                                       max_positions=16), 50, 24, 1).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):  # trained biases are not the initial zeros
+                param.normal_(0, 0.1)
+    ids = torch.randint(3, 50, (3, 9))
+    ids[:, 0] = 1
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 6:], mask[2, 2:] = 0, 0  # two padded documents, one nearly empty
+    at = (torch.tensor([0, 1, 2]), torch.tensor([8, 5, 1]))
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            doc, tok = model(ids, mask, at=at)  # gradients on: the out-of-place path
+            with torch.no_grad():
+                doc_fast, tok_fast = model(ids, mask, at=at)
+        tol = 1e-5 if not autocast else 2e-2
+        assert torch.allclose(doc_fast.float(), doc.detach().float(), atol=tol)
+        assert torch.allclose(tok_fast.float(), tok.detach().float(), atol=tol)
+        assert torch.isfinite(doc_fast).all()
+
 # -- spec -----------------------------------------------------------------------------------------
 
 
