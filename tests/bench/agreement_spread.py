@@ -1,0 +1,89 @@
+"""How much a student's agreement numbers depend on the held-out split and on the dictionary.
+
+The agreement table takes the provenance AUC on one fixed split (20% of each class, seed 0) and
+the top-20 overlap on the starter dictionary. This prints, for a trained student:
+- the teacher's and the student's held-out contrast AUC over `--splits` random splits (mean,
+  standard deviation, range), beside split 0;
+- the in-distribution top-20 overlap on the starter dictionary, on random unit directions of the
+  same and of the seed's size (16,384), and with the student's vectors moved a fraction of the
+  way to the teacher's (what agreement the seed's 0.60 needs on this dictionary).
+
+    .venv/bin/python tests/bench/agreement_spread.py --student RUN/artifacts/student [--splits 30]
+
+Measured on the demo student (README, "How much these two numbers depend on chance").
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", required=True, help="a trained student folder")
+    ap.add_argument("--splits", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from core.agreement import feature_scores, row_cosines, top_k_overlap
+    from core.contrast import evaluate_contrast, split_held_out
+    from core.dictionaries import load
+    from core.features import STARTER_DICTIONARY
+    from core.features.scoring import unit_directions
+    from core.models import load_teacher
+    from core.similarity import zscore
+    from core.student import Student
+    from core.student.evaluation import CONTRAST_HELD_OUT, default_sets, teacher_pooled
+
+    torch.set_num_threads(args.threads)
+    student = Student.load(args.student)
+    teacher = load_teacher("bundled", device="cpu")
+    precision = (student.info or {}).get("precision", "exact")
+    mean, std = student.reference.mean.float(), student.reference.std.float()
+    sets = {s.key: s for s in default_sets(student)[0]}
+
+    def vectors(s):
+        raw = teacher_pooled(teacher, s.documents, student.hook, student.max_length, None, precision)
+        return zscore(raw, mean, std), student.vectors([d.text for d in s.documents])
+
+    contrast = sets["contrast"]
+    labels = [d.label or "" for d in contrast.documents]
+    spaces = dict(zip(("teacher", "student"), vectors(contrast)))
+    print(f"contrast AUC, {contrast.positive} vs the rest, {len(labels)} documents, "
+          f"{CONTRAST_HELD_OUT:.0%} of each class held out:")
+    for space, z in spaces.items():
+        aucs = torch.tensor([evaluate_contrast(z, labels, contrast.positive, contrast.negative,
+                                               split_held_out(labels, CONTRAST_HELD_OUT, seed=seed),
+                                               space=space).held_out_auc
+                             for seed in range(args.splits)])
+        print(f"  {space:8s} split 0: {aucs[0]:.3f}   {args.splits} splits: {aucs.mean():.3f} "
+              f"+- {aucs.std():.3f} ({aucs.min():.3f}-{aucs.max():.3f})")
+
+    t, s = vectors(sets["id"])
+    starter = unit_directions(load(STARTER_DICTIONARY)).float()
+    gen = torch.Generator().manual_seed(0)
+
+    def random_directions(n):
+        r = torch.randn(n, starter.shape[1], generator=gen)
+        return r / r.norm(dim=1, keepdim=True)
+
+    def overlap(student_z, directions):
+        return top_k_overlap(feature_scores(t, directions), feature_scores(student_z, directions), 20)[0]
+
+    print(f"top-20 overlap, in distribution ({len(t)} held-out documents):")
+    print(f"  starter dictionary ({len(starter):,} features): {overlap(s, starter):.3f}")
+    for n in (len(starter), 16_384):
+        print(f"  {n:,} random unit directions: {overlap(s, random_directions(n)):.3f}")
+    for a in (0.1, 0.2, 0.3):
+        moved = s + a * (t - s)
+        print(f"  student moved {a:.0%} of the way to the teacher: cosine "
+              f"{row_cosines(t, moved).mean():.3f}, overlap {overlap(moved, starter):.3f}")
+
+
+if __name__ == "__main__":
+    main()
