@@ -102,8 +102,11 @@ def attention(q, k, v, key_ok, dropout_p: float) -> torch.Tensor:
     """SDPA; when training on a CPU under bfloat16 autocast, in float32: the CPU's bfloat16
     attention backward is slower than its float32 one (measured, one thread, 32 x 4 heads x 64
     tokens, forward and backward: 24.6 ms in bfloat16, 8.9 ms in float32), unlike its matrix
-    products. The forward alone is as fast in bfloat16, so inference keeps it."""
+    products. The forward alone is as fast in bfloat16, so inference keeps it. An additive mask
+    is given in the queries' dtype (SDPA kernels may require it; 0 and -inf are exact in both)."""
     if q.device.type != "cpu" or q.dtype == torch.float32 or not torch.is_grad_enabled():
+        if key_ok is not None and key_ok.is_floating_point() and key_ok.dtype != q.dtype:
+            key_ok = key_ok.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=key_ok,
