@@ -102,11 +102,8 @@ def attention(q, k, v, key_ok, dropout_p: float) -> torch.Tensor:
     """SDPA; when training on a CPU under bfloat16 autocast, in float32: the CPU's bfloat16
     attention backward is slower than its float32 one (measured, one thread, 32 x 4 heads x 64
     tokens, forward and backward: 24.6 ms in bfloat16, 8.9 ms in float32), unlike its matrix
-    products. The forward alone is as fast in bfloat16, so inference keeps it. An additive mask
-    is given in the queries' dtype (SDPA kernels may require it; 0 and -inf are exact in both)."""
+    products. The forward alone is as fast in bfloat16, so inference keeps it."""
     if q.device.type != "cpu" or q.dtype == torch.float32 or not torch.is_grad_enabled():
-        if key_ok is not None and key_ok.is_floating_point() and key_ok.dtype != q.dtype:
-            key_ok = key_ok.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=key_ok,
@@ -139,12 +136,8 @@ class StudentModel(nn.Module):
                              f"({self.cfg.max_positions}).")
         x = self.proj(self.embed(ids_BT)) + self.pos.weight[:T]
         # No mask when nothing is padded: SDPA then takes its fused kernel (length-bucketed
-        # batches often have no padding at all). Else an additive mask, made once here rather
-        # than converted from booleans by every layer's SDPA.
-        key_ok = None
-        if not bool(mask_BT.all()):
-            key_ok = torch.zeros(mask_BT.shape, dtype=x.dtype, device=x.device)
-            key_ok = key_ok.masked_fill_(~mask_BT.bool(), float("-inf"))[:, None, None, :]
+        # batches often have no padding at all).
+        key_ok = None if bool(mask_BT.all()) else mask_BT.bool()[:, None, None, :]
         for block in self.blocks:
             x = block(x, key_ok)
         return self.ln_f(x)

@@ -36,24 +36,17 @@ def main() -> None:
     from core.features import STARTER_DICTIONARY
     from core.features.scoring import unit_directions
     from core.models import load_teacher
-    from core.similarity import zscore
     from core.student import Student
-    from core.student.evaluation import CONTRAST_HELD_OUT, default_sets, teacher_pooled
+    from core.student.evaluation import CONTRAST_HELD_OUT, default_sets, set_vectors
 
     torch.set_num_threads(args.threads)
     student = Student.load(args.student)
     teacher = load_teacher("bundled", device="cpu")
-    precision = (student.info or {}).get("precision", "exact")
-    mean, std = student.reference.mean.float(), student.reference.std.float()
     sets = {s.key: s for s in default_sets(student)[0]}
-
-    def vectors(s):
-        raw = teacher_pooled(teacher, s.documents, student.hook, student.max_length, None, precision)
-        return zscore(raw, mean, std), student.vectors([d.text for d in s.documents])
 
     contrast = sets["contrast"]
     labels = [d.label or "" for d in contrast.documents]
-    spaces = dict(zip(("teacher", "student"), vectors(contrast)))
+    spaces = dict(zip(("teacher", "student"), set_vectors(student, teacher, contrast)))
     print(f"contrast AUC, {contrast.positive} vs the rest, {len(labels)} documents, "
           f"{CONTRAST_HELD_OUT:.0%} of each class held out:")
     for space, z in spaces.items():
@@ -64,7 +57,7 @@ def main() -> None:
         print(f"  {space:8s} split 0: {aucs[0]:.3f}   {args.splits} splits: {aucs.mean():.3f} "
               f"+- {aucs.std():.3f} ({aucs.min():.3f}-{aucs.max():.3f})")
 
-    t, s = vectors(sets["id"])
+    t, s = set_vectors(student, teacher, sets["id"])
     starter = unit_directions(load(STARTER_DICTIONARY)).float()
     gen = torch.Generator().manual_seed(0)
 
