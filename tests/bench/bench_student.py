@@ -9,11 +9,11 @@ the same shape: speed does not depend on the weights). Both include tokenization
 
     .venv/bin/python tests/bench/bench_student.py [--docs 256] [--threads 1] [--student DIR]
 
-Measured on the 2-core project CPU (AMX), 1 thread, the demo student (4 x 256, MLP 256), two
-runs alternating with the code before in-place inference (README): teacher 26.5 / 29.0 docs/s,
-student 513 / 562 docs/s: 19.4x / 19.3x in float32 (before: 17.9x / 18.1x; 23.3x fewer FLOPs;
-this VM's speed varies, 18.5x-19.8x over five more runs); 13.7x / 12.7x with both in bfloat16
-autocast; projected for Gemma 3 4B at layer 17: 994x fewer FLOPs, about 800x on this CPU.
+Measured on the 2-core project CPU (AMX), 1 thread, the demo student (4 x 256, MLP 256), in two
+rounds alternating with the code before in-place inference (README): float32 17.9x-18.8x before,
+18.1x-19.4x after (teacher 26-30 docs/s, student 470-562; 23.3x fewer FLOPs; this VM's speed
+varies); 12.4x-14.6x with both in bfloat16 autocast; projected for Gemma 3 4B at layer 17:
+994x fewer FLOPs, about 800x on this CPU.
 """
 
 import argparse
