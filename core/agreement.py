@@ -119,6 +119,8 @@ class AgreementReport:
     contrast: str = ""  # e.g. "machine vs human"
     in_distribution: bool = True  # which of the seed's reference values apply
     extra: dict = field(default_factory=dict)
+    # space ("teacher", "student") -> held-out AUCs over random splits (`held_out_aucs`)
+    auc_splits: dict = field(default_factory=dict)
 
     def seed_values(self) -> dict[str, Optional[float]]:
         """The seed's value for each of the three per-document numbers (None where it gave none)."""
@@ -141,6 +143,11 @@ class AgreementReport:
                          SEED_AUC["teacher"] if self.in_distribution else None))
             rows.append((f"contrast AUC, student{what}", self.auc_student,
                          SEED_AUC["student"] if self.in_distribution else None))
+        for space, aucs in self.auc_splits.items():
+            aucs = torch.as_tensor(aucs, dtype=torch.float64)
+            sd = f" (sd {float(aucs.std()):.3f})" if aucs.numel() > 1 else ""
+            rows.append((f"contrast AUC, {space}, {aucs.numel()}-split mean{sd}", float(aucs.mean()),
+                         SEED_AUC[space] if self.in_distribution else None))
         return rows
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.contrast import (ContrastVector, auc, contrast_features, contrast_vector, contrasts_dir,
-                           evaluate_contrast, list_contrasts, roc_curve, split_held_out,
+                           evaluate_contrast, held_out_aucs, list_contrasts, roc_curve, split_held_out,
                            youden_threshold)
 from core.errors import DistillscopeError
 
@@ -134,6 +134,20 @@ def test_evaluate_on_separable_gaussians():
     ev = evaluate_contrast(x, labels, "pos", "neg", split_held_out(labels, 0.3))
     assert ev.held_out_auc > 0.95
     assert int(ev.contrast.vector.abs().argmax()) == 3
+
+
+def test_held_out_aucs_over_random_splits():
+    labels = ["pos"] * 40 + ["neg"] * 40
+    separable = torch.zeros(80, 4)
+    separable[:40, 0] = 1.0 + torch.arange(40) / 40  # every positive above every negative
+    assert held_out_aucs(separable, labels, "pos", "neg", 0.25, splits=5).tolist() == [1.0] * 5
+    noise = torch.randn(80, 8, generator=torch.Generator().manual_seed(1))
+    aucs = held_out_aucs(noise, labels, "pos", None, 0.25, splits=40)
+    # the first is split 0's; on noise the splits scatter around chance
+    assert float(aucs[0]) == evaluate_contrast(noise, labels, "pos", None, split_held_out(labels, 0.25)).held_out_auc
+    assert float(aucs.std()) > 0.05 and abs(float(aucs.mean()) - 0.5) < 0.1
+    with pytest.raises(ValueError, match="one split"):
+        held_out_aucs(noise, labels, "pos", None, splits=0)
 
 
 def test_save_load_round_trip(tmp_path):

@@ -16,7 +16,7 @@ from core.features.scoring import unit_directions
 from core.similarity import zscore
 from core.student import Student, StudentConfig, StudentModel
 from core.student.data import document_reference
-from core.student.evaluation import (AgreementEvaluation, EvalSet, default_sets, evaluate_agreement,
+from core.student.evaluation import (AUC_SPLITS, AgreementEvaluation, EvalSet, default_sets, evaluate_agreement,
                                      teacher_pooled)
 from tests.test_feature_view import LAYER, make_sae
 
@@ -81,6 +81,15 @@ def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, stu
     assert report.auc_teacher == pytest.approx(evaluate_contrast(t, labels, "machine", "human", held).held_out_auc)
     assert report.auc_student == pytest.approx(evaluate_contrast(s, labels, "machine", "human", held).held_out_auc)
     assert result.reports["ood"].auc_teacher is None and not result.reports["ood"].in_distribution
+    # Beside split 0, the mean over random splits (seeds 0, 1, ...), each built as split 0 is.
+    splits = report.auc_splits["student"]
+    assert splits.numel() == AUC_SPLITS and float(splits[0]) == pytest.approx(report.auc_student)
+    held_3 = split_held_out(labels, 0.2, seed=3)
+    assert float(splits[3]) == pytest.approx(evaluate_contrast(s, labels, "machine", "human", held_3).held_out_auc, abs=1e-5)
+    mean_row = {m: (ours, seed) for m, ours, seed in report.as_rows()}[
+        f"contrast AUC, student, {AUC_SPLITS}-split mean (sd {float(splits.std()):.3f})"]
+    assert mean_row == (pytest.approx(float(splits.mean())), 0.93)
+    assert result.reports["ood"].auc_splits == {}
     # The seed's out-of-distribution values go beside the OOD set, none for cosine.
     rows = {m: seed for m, _, seed in result.reports["ood"].as_rows()}
     assert rows["feature score correlation"] == 0.58 and rows["mean cosine (z-normalized)"] is None
@@ -91,6 +100,8 @@ def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, stu
     for (_, _, a, sa), (_, _, b, sb) in zip(back.rows(), result.rows()):
         assert a == pytest.approx(b) and sa == sb
     assert back.reports["contrast"].cosines.tolist() == pytest.approx(report.cosines.tolist(), abs=1e-4)
+    assert back.reports["contrast"].auc_splits["teacher"].tolist() == pytest.approx(
+        report.auc_splits["teacher"].tolist(), abs=1e-5)
     assert AgreementEvaluation.load(tmp_path / "nowhere") is None
     (tmp_path / "agreement.json").write_text("{broken")
     with pytest.raises(DistillscopeError, match="cannot be read"):
@@ -212,7 +223,7 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
         view.evaluate_button.click()
     saved = AgreementEvaluation.load(student_dir)
     rows = saved.rows()
-    assert view.table.rowCount() == len(rows) + 3 == 3 + 5 + 3 + 3  # a title row per set
+    assert view.table.rowCount() == len(rows) + 3 == 3 + 7 + 3 + 3  # a title row per set
     shown = [r for r in range(view.table.rowCount()) if view.table.item(r, 1) is not None]
     assert view.table.item(0, 0).text().startswith(saved.titles["id"])
     for r, (_, metric, ours, seed) in zip(shown, rows):
@@ -226,13 +237,13 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert len(view.roc.plotItem.listDataItems()) == 3  # diagonal, teacher, student
     out = window.agreement.export(str(tmp_path / "a.csv"))
     lines = open(out, encoding="utf-8").read().splitlines()
-    assert lines[0] == "kind,documents,metric,value,seed" and sum(line.startswith("table,") for line in lines) == 11
+    assert lines[0] == "kind,documents,metric,value,seed" and sum(line.startswith("table,") for line in lines) == 13
     # Reopening the student shows the saved evaluation without computing it again.
     window.set_student(None)
     assert view.table.rowCount() == 0
     with qtbot.waitSignal(window.agreement.shown, timeout=TIMEOUT_MS):
         window.open_student(str(student_dir))
-    assert view.table.rowCount() == 14
+    assert view.table.rowCount() == 16
 
 
 def test_contrast_tab_fine_tunes_a_head_on_the_same_split(qtbot, make_window, tiny_teacher, student_dir, sae_dir):

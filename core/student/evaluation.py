@@ -36,6 +36,7 @@ from core.similarity import zscore
 FILE = "agreement.json"
 FORMAT = "distillscope-agreement/1"
 CONTRAST_HELD_OUT = 0.2  # of each class, for the contrast AUC (as the Contrast tab)
+AUC_SPLITS = 30  # random held-out splits whose mean AUC the table gives beside split 0's
 
 
 @dataclass
@@ -148,6 +149,7 @@ class AgreementEvaluation:
                          "cosine": r.cosine, "correlation": r.correlation, "top_k_overlap": r.top_k_overlap,
                          "k": r.k, "auc_teacher": r.auc_teacher, "auc_student": r.auc_student,
                          "contrast": r.contrast, "rows": [list(row) for row in r.as_rows()],
+                         "auc_splits": {space: a.tolist() for space, a in r.auc_splits.items()},
                          "seed": {f"{k}s": v for k, v in r.seed_values().items()},  # keyed as the lists
                          "cosines": values(r.cosines),
                          "correlations": values(r.correlations), "overlaps": values(r.overlaps),
@@ -167,7 +169,8 @@ class AgreementEvaluation:
             reports[key] = AgreementReport(
                 s["n_documents"], s["cosine"], s["correlation"], s["top_k_overlap"], s["k"],
                 torch.tensor(s["cosines"]), torch.tensor(s["correlations"]), torch.tensor(s["overlaps"]),
-                s.get("auc_teacher"), s.get("auc_student"), s.get("contrast", ""), s["in_distribution"])
+                s.get("auc_teacher"), s.get("auc_student"), s.get("contrast", ""), s["in_distribution"],
+                auc_splits={space: torch.tensor(a) for space, a in s.get("auc_splits", {}).items()})
             titles[key], seen[key] = s["title"], s.get("seen_in_training", 0)
             if s.get("roc"):
                 roc[key] = {space: tuple(torch.tensor(c) for c in curve) for space, curve in s["roc"].items()}
@@ -206,7 +209,7 @@ def check_dictionary(student, sae) -> None:
 def evaluate_agreement(student, teacher, sae, sets: Sequence[EvalSet], state: Optional[TaskState] = None,
                        k: int = 20, seen_texts: set = frozenset(), dictionary_name: str = "") -> AgreementEvaluation:
     """The seed's comparison on every set (see the module docstring). Cancellable via `state`."""
-    from core.contrast import evaluate_contrast, split_held_out
+    from core.contrast import evaluate_contrast, held_out_aucs, split_held_out
     from core.features.scoring import unit_directions
 
     state = state or TaskState()
@@ -227,6 +230,9 @@ def evaluate_agreement(student, teacher, sae, sets: Sequence[EvalSet], state: Op
                   for space, z in (("teacher", teacher_z), ("student", student_z))}
             report.auc_teacher, report.auc_student = ev["teacher"].held_out_auc, ev["student"].held_out_auc
             report.contrast = ev["teacher"].contrast.name
+            report.auc_splits = {space: held_out_aucs(z, labels, s.positive, s.negative, CONTRAST_HELD_OUT,
+                                                      AUC_SPLITS)
+                                 for space, z in (("teacher", teacher_z), ("student", student_z))}
             result.roc[s.key] = {space: (e.fpr.float(), e.tpr.float()) for space, e in ev.items()}
         result.reports[s.key] = report
         result.titles[s.key] = s.title

@@ -1,7 +1,8 @@
 """How much a student's agreement numbers depend on the held-out split and on the dictionary.
 
-The agreement table takes the provenance AUC on one fixed split (20% of each class, seed 0) and
-the top-20 overlap on the starter dictionary. This prints, for a trained student:
+The agreement table gives the provenance AUC on one fixed split (20% of each class, seed 0) and
+its mean over 30 random splits, and the top-20 overlap on the starter dictionary. This prints,
+for a trained student:
 - the teacher's and the student's held-out contrast AUC over `--splits` random splits (mean,
   standard deviation, range), beside split 0;
 - the in-distribution top-20 overlap on the starter dictionary, on random unit directions of the
@@ -31,7 +32,7 @@ def main() -> None:
     import torch
 
     from core.agreement import feature_scores, row_cosines, top_k_overlap
-    from core.contrast import evaluate_contrast, split_held_out
+    from core.contrast import held_out_aucs
     from core.dictionaries import load
     from core.features import STARTER_DICTIONARY
     from core.features.scoring import unit_directions
@@ -50,10 +51,7 @@ def main() -> None:
     print(f"contrast AUC, {contrast.positive} vs the rest, {len(labels)} documents, "
           f"{CONTRAST_HELD_OUT:.0%} of each class held out:")
     for space, z in spaces.items():
-        aucs = torch.tensor([evaluate_contrast(z, labels, contrast.positive, contrast.negative,
-                                               split_held_out(labels, CONTRAST_HELD_OUT, seed=seed),
-                                               space=space).held_out_auc
-                             for seed in range(args.splits)])
+        aucs = held_out_aucs(z, labels, contrast.positive, contrast.negative, CONTRAST_HELD_OUT, args.splits)
         print(f"  {space:8s} split 0: {aucs[0]:.3f}   {args.splits} splits: {aucs.mean():.3f} "
               f"+- {aucs.std():.3f} ({aucs.min():.3f}-{aucs.max():.3f})")
 
