@@ -246,8 +246,8 @@ def _estimate_student(spec: JobSpec, documents: Sequence, teacher, calibration_s
     mean_len = max(2, round(sum(len(t) for t in token_lists) / max(len(token_lists), 1)))
     # While the targets are prepared, the cache's rows (mapped from disk) and their z-normalized
     # copy are both in memory. This counts tensors only. The demo recipe's measured peak is 6.8 GB
-    # with its cache on disk (7.4 GB extracting it; this estimate: 4.7): during training the
-    # process grows by 2.7 GB, which allocators hold, not tensors. Capping oneDNN's primitive
+    # with its cache on disk (7.3 GB extracting it; this estimate: 4.7): during training the
+    # process grows by about 2.7 GB, which allocators hold, not tensors. Capping oneDNN's primitive
     # cache (ONEDNN_PRIMITIVE_CACHE_CAPACITY=16) saves 0.8 GB of it but makes bfloat16 inference
     # 27% slower; a fixed glibc mmap threshold saves 0.9 GB but makes steps 30% slower.
     activations = cfg.batch_size * mean_len * spec.student.d_hidden * 4 * 24
@@ -257,7 +257,8 @@ def _estimate_student(spec: JobSpec, documents: Sequence, teacher, calibration_s
     cache_bytes = held
     if device.type == "cpu":
         notes.append("Memory counts tensors. On a CPU the math library's caches and the heap grow "
-                     "while training: by 2.7 GB over the demo recipe's 1,293 steps (6.8 GB at peak).")
+                     "while training: the demo recipe peaks at 6.8 GB with its cache on disk, 7.3 GB "
+                     "extracting it.")
     if tokens_mode:
         notes.append(f"Token-level targets: the cache holds every token's residual "
                      f"({tokens / max(len(documents), 1):.0f}x the pooled cache) and training holds it in memory.")

@@ -9,11 +9,11 @@ the same shape: speed does not depend on the weights). Both include tokenization
 
     .venv/bin/python tests/bench/bench_student.py [--docs 256] [--threads 1] [--student DIR]
 
-Measured on the 2-core project CPU (AMX), 1 thread, the demo student (4 x 256, MLP 256), in two
-rounds alternating with the code before in-place inference (README): float32 17.9x-18.8x before,
-18.1x-19.4x after (teacher 26-30 docs/s, student 470-562; 23.3x fewer FLOPs; this VM's speed
-varies); 12.4x-14.6x with both in bfloat16 autocast; projected for Gemma 3 4B at layer 17:
-994x fewer FLOPs, about 800x on this CPU.
+Measured on the 2-core project CPU (AMX), 1 thread, alternating the demo student (4 x 256, MLP
+128, 4 epochs) with the last recipe's (MLP 256, 3 epochs; README): float32 21.3x, 21.4x against
+19.4x, 19.2x (teacher 29-31 docs/s; 27.6x fewer FLOPs against 23.3x); bfloat16 autocast 16.4x,
+16.7x against 13.1x; projected for Gemma 3 4B at layer 17: 1,174x fewer FLOPs, about 910x on
+this CPU.
 """
 
 import argparse
@@ -164,7 +164,7 @@ def main() -> None:
         ("torch threads (CPU)", f"{args.threads}"),
         ("teacher Gemma 3 270M to block 6, pooled", f"{rate_t:,.1f} docs/s ({t_teacher:.2f} s, "
          f"batches of {budget} tokens)"),
-        ("student 4x256 (" + ("trained" if args.student else "fresh") + ")",
+        (f"student {cfg.n_layers}x{cfg.d_hidden}, MLP {cfg.d_mlp} (" + ("trained" if args.student else "fresh") + ")",
          f"{rate_s:,.1f} docs/s ({t_student:.2f} s)"),
         ("speed-up, measured (float32)", f"{rate_s / rate_t:,.1f}x"),
     ]
