@@ -38,7 +38,7 @@ class StudentConfig:
                         "it). Half of d_hidden by default: on the mixed demo corpus, 4 epochs at "
                         "128 agree with the teacher as closely as 3 at 256 (held-out cosine 0.740 "
                         "vs 0.739) in about the same training time, and the student then reads "
-                        "documents 10-15% faster; 64 lost 0.017 of cosine.", min=4, max=65536)
+                        "documents 11-14% faster; 64 lost 0.017 of cosine.", min=4, max=65536)
     max_positions: int = option(512, help="Longest input the learned position table covers; "
                                 "[data] max_length must not exceed it.", min=2, max=32768,
                                 unit="tokens")
