@@ -77,6 +77,33 @@ def test_content_mask_leaves_out_bos_and_padding():
     assert torch.allclose(doc[1], tok[2], atol=1e-6)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_causal_attention_sees_only_earlier_tokens_and_ignores_padding(precision):
+    from core.activations import pad_batch
+
+    torch.manual_seed(0)
+    cfg = StudentConfig(n_layers=2, d_hidden=16, n_heads=2, d_embed=8, d_mlp=16, max_positions=16,
+                        attention="causal")
+    model = StudentModel(cfg, vocab_size=20, d_out=4, bos_id=1).eval()
+    long, short = [1, 9, 8, 7, 6, 5, 4], [1, 3, 2]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    with torch.no_grad(), autocast:
+        full = model.hidden(*pad_batch([long], 0))[0].float()
+        prefix = model.hidden(*pad_batch([long[:3]], 0))[0].float()
+        alone = model(*pad_batch([short], 0)).float()
+        padded = model(*pad_batch([short, long], 0))[0].float()
+    # A token's state depends only on the tokens up to it (as the teacher's), so a prefix
+    # gives the same states; the padding on the right changes nothing.
+    assert torch.allclose(full[:3], prefix, atol=1e-5 if precision == "float32" else 2e-2)
+    assert torch.allclose(alone[0], padded, atol=1e-5 if precision == "float32" else 2e-2)
+    bidirectional = StudentModel(StudentConfig(**{**cfg.to_dict(), "attention": "bidirectional"}),
+                                 vocab_size=20, d_out=4, bos_id=1).eval()
+    bidirectional.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        seen_later = bidirectional.hidden(*pad_batch([long], 0))[0, :3]
+    assert not torch.allclose(seen_later, full[:3], atol=1e-3)  # the encoder sees later tokens
+
+
 def test_token_targets_of_a_batch_and_their_loss_by_hand():
     """The batch holds only the rows that count, at their padded places; the training loss is
     their MSE, as if computed on the padded batch with the padding masked out."""

@@ -298,13 +298,13 @@ class JobSpec:
     def for_kind(cls, kind: str) -> "JobSpec":
         """The default spec of a kind (its own [train] settings). A student starts from the demo
         student's recipe (examples/student-demo.toml, measured in the README), not from the
-        seed's bare settings: token targets on the large demo corpus with machine text, bfloat16 on
-        AMX CPUs."""
+        seed's bare settings: token targets on the large demo corpus with machine text, causal
+        attention, bfloat16 on AMX CPUs."""
         spec = cls(kind=kind)  # __post_init__ gives a student its own [train] defaults
         if kind == "student":
             spec.data.corpus, spec.data.precision = "demo-mixed", "fast"
             spec.run.eval_fraction, spec.run.checkpoint_every = 0.08, 200
-            spec.student.target = "tokens"
+            spec.student.target, spec.student.attention = "tokens", "causal"
             for key, value in dict(batch_size=32, lr=3e-3, epochs=4, eval_every=200,
                                    precision="fast").items():
                 setattr(spec.train, key, value)

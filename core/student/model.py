@@ -2,7 +2,8 @@
 reads a document and predicts the teacher's z-normalized mean-pooled residual at one hook.
 
     ids [B, T] -> embed (vocab x d_embed) -> proj to d_hidden + learned positions
-               -> n_layers pre-norm blocks (attention over non-pad tokens, GELU MLP)
+               -> n_layers pre-norm blocks (attention over non-pad tokens, or causal: over
+                  earlier tokens, as the teacher's; GELU MLP)
                -> final LayerNorm -> linear to d_out per token   (token predictions [B, T, d_out])
                -> masked mean over content tokens (non-pad, non-BOS) (document vector [B, d_out])
 
@@ -49,6 +50,13 @@ class StudentConfig:
                          "larger on disk and slower). On the demo corpus tokens raised the held-out "
                          "cosine from 0.52 to 0.66 and the feature correlation from 0.60 to 0.75.",
                          choices=("pooled", "tokens"))
+    attention: str = option("bidirectional", help="bidirectional: every token sees the whole "
+                            "document (an encoder, as the seed's); causal: each token sees only "
+                            "itself and earlier tokens, as in the teacher, whose token residuals "
+                            "depend on nothing later. With token targets on the mixed demo corpus "
+                            "causal raised the held-out cosine from 0.740 to 0.747 and the top-20 "
+                            "overlap from 0.526 to 0.532, at the same speed.",
+                            choices=("bidirectional", "causal"))
     init_embeddings: str = option("teacher", help="teacher: start the token embeddings from the "
                                   "teacher's own, reduced to d_embed by PCA (tokens the corpus "
                                   "never shows still get sensible vectors); random: small "
@@ -67,9 +75,9 @@ class StudentConfig:
 class Block(nn.Module):
     """Pre-norm transformer block; attention ignores padding keys."""
 
-    def __init__(self, d: int, heads: int, d_mlp: int, dropout: float):
+    def __init__(self, d: int, heads: int, d_mlp: int, dropout: float, causal: bool = False):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout, self.causal = heads, dropout, causal
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.o = nn.Linear(d, d)
@@ -79,7 +87,7 @@ class Block(nn.Module):
         B, T, D = x_BTD.shape
         q, k, v = self.qkv(self.ln1(x_BTD)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        att = attention(q, k, v, key_ok_B11T, p).transpose(1, 2).reshape(B, T, D)
+        att = attention(q, k, v, key_ok_B11T, p, self.causal).transpose(1, 2).reshape(B, T, D)
         if self.training or torch.is_grad_enabled():
             x_BTD = x_BTD + F.dropout(self.o(att), p, self.training)
             return x_BTD + F.dropout(self.down(F.gelu(self.up(self.ln2(x_BTD)))), p, self.training)
@@ -100,16 +108,16 @@ def add_linear_(x_ND: torch.Tensor, in_NI: torch.Tensor, linear: nn.Linear) -> N
         x_ND.add_(linear(in_NI))
 
 
-def attention(q, k, v, key_ok, dropout_p: float) -> torch.Tensor:
+def attention(q, k, v, key_ok, dropout_p: float, causal: bool = False) -> torch.Tensor:
     """SDPA; when training on a CPU under bfloat16 autocast, in float32: the CPU's bfloat16
     attention backward is slower than its float32 one (measured, one thread, 32 x 4 heads x 64
     tokens, forward and backward: 24.6 ms in bfloat16, 8.9 ms in float32), unlike its matrix
     products. The forward alone is as fast in bfloat16, so inference keeps it."""
     if q.device.type != "cpu" or q.dtype == torch.float32 or not torch.is_grad_enabled():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok, dropout_p=dropout_p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_ok, dropout_p=dropout_p, is_causal=causal)
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=key_ok,
-                                             dropout_p=dropout_p)
+                                             dropout_p=dropout_p, is_causal=causal)
     return out.to(q.dtype)
 
 
@@ -121,7 +129,8 @@ class StudentModel(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_embed, sparse=True)
         self.proj = nn.Linear(cfg.d_embed, cfg.d_hidden)
         self.pos = nn.Embedding(cfg.max_positions, cfg.d_hidden)
-        self.blocks = nn.ModuleList(Block(cfg.d_hidden, cfg.n_heads, cfg.d_mlp, cfg.dropout)
+        causal = cfg.attention == "causal"
+        self.blocks = nn.ModuleList(Block(cfg.d_hidden, cfg.n_heads, cfg.d_mlp, cfg.dropout, causal)
                                     for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_hidden)
         self.out = nn.Linear(cfg.d_hidden, d_out)
@@ -139,7 +148,10 @@ class StudentModel(nn.Module):
         x = self.proj(self.embed(ids_BT)) + self.pos.weight[:T]
         # No mask when nothing is padded: SDPA then takes its fused kernel (length-bucketed
         # batches often have no padding at all).
-        key_ok = None if bool(mask_BT.all()) else mask_BT.bool()[:, None, None, :]
+        # Causal attention needs no padding mask: padding is on the right, so a token that counts
+        # never sees one.
+        causal = self.cfg.attention == "causal"
+        key_ok = None if causal or bool(mask_BT.all()) else mask_BT.bool()[:, None, None, :]
         for block in self.blocks:
             x = block(x, key_ok)
         return self.ln_f(x)

@@ -9,11 +9,11 @@ the same shape: speed does not depend on the weights). Both include tokenization
 
     .venv/bin/python tests/bench/bench_student.py [--docs 256] [--threads 1] [--student DIR]
 
-Measured on the 2-core project CPU (AMX), 1 thread, alternating the demo student (4 x 256, MLP
-128, 4 epochs) with the last recipe's (MLP 256, 3 epochs; README): float32 21.3x, 21.4x against
-19.4x, 19.2x (teacher 29-31 docs/s; 27.6x fewer FLOPs against 23.3x); bfloat16 autocast 16.4x,
-16.7x against 13.1x, 13.6x; projected for Gemma 3 4B at layer 17: 1,174x fewer FLOPs, about 910x
-on this CPU.
+Measured on the 2-core project CPU (AMX), 1 thread, alternating a student of MLP 128 (the demo
+recipe with bidirectional attention; the causal one reads as fast) with the last recipe's (MLP
+256, 3 epochs; README): float32 21.3x, 21.4x against 19.4x, 19.2x (teacher 29-31 docs/s; 27.6x
+fewer FLOPs against 23.3x); bfloat16 autocast 16.4x, 16.7x against 13.1x, 13.6x; projected for
+Gemma 3 4B at layer 17: 1,174x fewer FLOPs, about 910x on this CPU.
 """
 
 import argparse
