@@ -313,7 +313,6 @@ def test_training_attention_runs_in_float32_on_a_cpu_under_bfloat16_autocast():
                                                                  attn_mask=key_ok))
 
 
-
 def test_inference_path_in_place_equals_the_training_path():
     """Without gradients the blocks add into the residual stream in place; the outputs must
     be the training path's, with padding, in float32 and under bfloat16 autocast."""
@@ -338,6 +337,7 @@ def test_inference_path_in_place_equals_the_training_path():
         assert torch.allclose(doc_fast.float(), doc.detach().float(), atol=tol)
         assert torch.allclose(tok_fast.float(), tok.detach().float(), atol=tol)
         assert torch.isfinite(doc_fast).all()
+
 
 # -- spec -----------------------------------------------------------------------------------------
 

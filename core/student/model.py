@@ -73,7 +73,8 @@ class StudentConfig:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; attention ignores padding keys."""
+    """Pre-norm transformer block; attention ignores padding keys (or, causal, sees only the
+    tokens up to each query)."""
 
     def __init__(self, d: int, heads: int, d_mlp: int, dropout: float, causal: bool = False):
         super().__init__()
@@ -129,8 +130,8 @@ class StudentModel(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_embed, sparse=True)
         self.proj = nn.Linear(cfg.d_embed, cfg.d_hidden)
         self.pos = nn.Embedding(cfg.max_positions, cfg.d_hidden)
-        causal = cfg.attention == "causal"
-        self.blocks = nn.ModuleList(Block(cfg.d_hidden, cfg.n_heads, cfg.d_mlp, cfg.dropout, causal)
+        self.causal = cfg.attention == "causal"
+        self.blocks = nn.ModuleList(Block(cfg.d_hidden, cfg.n_heads, cfg.d_mlp, cfg.dropout, self.causal)
                                     for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_hidden)
         self.out = nn.Linear(cfg.d_hidden, d_out)
@@ -146,12 +147,10 @@ class StudentModel(nn.Module):
             raise ValueError(f"Input of {T} tokens is longer than the student's max_positions "
                              f"({self.cfg.max_positions}).")
         x = self.proj(self.embed(ids_BT)) + self.pos.weight[:T]
-        # No mask when nothing is padded: SDPA then takes its fused kernel (length-bucketed
-        # batches often have no padding at all).
-        # Causal attention needs no padding mask: padding is on the right, so a token that counts
-        # never sees one.
-        causal = self.cfg.attention == "causal"
-        key_ok = None if causal or bool(mask_BT.all()) else mask_BT.bool()[:, None, None, :]
+        # No mask when nothing is padded (SDPA then takes its fused kernel; length-bucketed
+        # batches often have no padding), nor when causal: padding is on the right, so a token
+        # that counts never sees one.
+        key_ok = None if self.causal or bool(mask_BT.all()) else mask_BT.bool()[:, None, None, :]
         for block in self.blocks:
             x = block(x, key_ok)
         return self.ln_f(x)
