@@ -9,6 +9,11 @@ reports (its values beside ours in `AgreementReport.as_rows`):
   0.58 out of distribution, over a 16k dictionary);
 - the mean overlap of the top-20 features (seed: 0.60 / 0.32);
 - the held-out AUC of a contrast vector built in each space (seed: 0.95 teacher / 0.93 student).
+
+Beside them, the first three at chance (`chance_agreement`): each teacher vector against the
+student vector of another document of the same set. In distribution z-normalization leaves
+almost nothing shared (measured: overlap 0.02); out of distribution every document leaves the
+reference the same way, so much of the agreement is shared by all (overlap 0.21, r 0.55).
 """
 
 from __future__ import annotations
@@ -102,6 +107,30 @@ def top_k_overlap(scores_t_NF: torch.Tensor, scores_s_NF: torch.Tensor, k: int =
     return float(values.mean()), values
 
 
+def other_documents(n: int, seed: int = 0) -> torch.Tensor:
+    """[n] a partner for each of n documents, never itself (n >= 2): a random order in which
+    each document is paired with the next, the last with the first. Fixed by `seed`."""
+    if n < 2:
+        raise DistillscopeError("Agreement at chance needs at least two documents.", "Hold out more documents.")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    partner = torch.empty(n, dtype=torch.long)
+    partner[order] = order.roll(-1)
+    return partner
+
+
+def chance_agreement(teacher_z: torch.Tensor, student_z: torch.Tensor, directions_FD: torch.Tensor,
+                     k: int = 20) -> dict[str, float]:
+    """Mean cosine, feature correlation and top-k overlap with each teacher vector paired with
+    the student vector of another document (`other_documents`): the agreement any two
+    documents of the set share. Empty for fewer than two documents."""
+    if len(teacher_z) < 2:
+        return {}
+    other = student_z[other_documents(len(student_z))]
+    st, ss = feature_scores(teacher_z, directions_FD), feature_scores(other, directions_FD)
+    return {"cosine": mean_cosine(teacher_z, other), "correlation": feature_correlation(st, ss)[0],
+            "overlap": top_k_overlap(st, ss, k)[0]}
+
+
 @dataclass
 class AgreementReport:
     """The seed's agreement numbers for one corpus, with the per-document values behind them."""
@@ -121,6 +150,8 @@ class AgreementReport:
     extra: dict = field(default_factory=dict)
     # space ("teacher", "student") -> held-out AUCs over random splits (`held_out_aucs`)
     auc_splits: dict = field(default_factory=dict)
+    # the first three numbers at chance: "cosine", "correlation", "overlap" (`chance_agreement`)
+    chance: dict = field(default_factory=dict)
 
     def seed_values(self) -> dict[str, Optional[float]]:
         """The seed's value for each of the three per-document numbers (None where it gave none)."""
@@ -128,26 +159,27 @@ class AgreementReport:
         return {"cosine": SEED_COSINE if self.in_distribution else None, "correlation": SEED_CORRELATION[i],
                 "overlap": SEED_TOP20_OVERLAP[i] if self.k == 20 else None}
 
-    def as_rows(self) -> list[tuple[str, Optional[float], Optional[float]]]:
-        """(metric, ours, seed) rows for a table; seed None where it reported no value."""
-        seed = self.seed_values()
+    def as_rows(self) -> list[tuple[str, Optional[float], Optional[float], Optional[float]]]:
+        """(metric, ours, seed, chance) rows for a table; seed None where it reported no value,
+        chance None where it was not computed (AUC rows: chance is 0.5)."""
+        seed, chance = self.seed_values(), self.chance
         rows = [
-            ("mean cosine (z-normalized)", self.cosine, seed["cosine"]),
-            ("feature score correlation", self.correlation, seed["correlation"]),
-            (f"top-{self.k} feature overlap", self.top_k_overlap, seed["overlap"]),
+            ("mean cosine (z-normalized)", self.cosine, seed["cosine"], chance.get("cosine")),
+            ("feature score correlation", self.correlation, seed["correlation"], chance.get("correlation")),
+            (f"top-{self.k} feature overlap", self.top_k_overlap, seed["overlap"], chance.get("overlap")),
         ]
         if self.auc_teacher is not None:
             # The seed's AUCs are on held-out RAID, an in-distribution set.
             what = f" ({self.contrast})" if self.contrast else ""
             rows.append((f"contrast AUC, teacher{what}", self.auc_teacher,
-                         SEED_AUC["teacher"] if self.in_distribution else None))
+                         SEED_AUC["teacher"] if self.in_distribution else None, None))
             rows.append((f"contrast AUC, student{what}", self.auc_student,
-                         SEED_AUC["student"] if self.in_distribution else None))
+                         SEED_AUC["student"] if self.in_distribution else None, None))
         for space, aucs in self.auc_splits.items():
             aucs = torch.as_tensor(aucs, dtype=torch.float64)
             sd = f" (sd {float(aucs.std()):.3f})" if aucs.numel() > 1 else ""
             rows.append((f"contrast AUC, {space}, {aucs.numel()}-split mean{sd}", float(aucs.mean()),
-                         SEED_AUC[space] if self.in_distribution else None))
+                         SEED_AUC[space] if self.in_distribution else None, None))
         return rows
 
 
@@ -178,7 +210,8 @@ def agreement_report(teacher_z: torch.Tensor, student_z: torch.Tensor, direction
     corr, corrs = feature_correlation(st, ss)
     overlap, overlaps = top_k_overlap(st, ss, k)
     report = AgreementReport(int(rows.sum()), float(cosines.mean()), corr, overlap, int(k),
-                             cosines, corrs, overlaps, in_distribution=in_distribution)
+                             cosines, corrs, overlaps, in_distribution=in_distribution,
+                             chance=chance_agreement(t_eval, s_eval, directions_FD, k))
     if labels is not None and positive is not None:
         if held is None:
             raise DistillscopeError("A held-out AUC needs a held-out split.",

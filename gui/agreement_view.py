@@ -35,9 +35,15 @@ def _colour(key: str) -> str:
     return SET_COLOURS.get(key, OTHER_COLOUR)
 
 
-def table_rows(data: dict) -> list[tuple[str, str, Optional[float], Optional[float]]]:
-    """(set title, metric, ours, seed) for every number, set by set."""
-    return [(s["title"], *row) for s in data["sets"].values() for row in s["rows"]]
+def set_rows(s: dict) -> list[tuple[str, Optional[float], Optional[float], Optional[float]]]:
+    """(metric, ours, seed, chance) rows of one set; files saved before the chance column
+    have three entries a row."""
+    return [(*row, None)[:4] for row in s["rows"]]
+
+
+def table_rows(data: dict) -> list[tuple[str, str, Optional[float], Optional[float], Optional[float]]]:
+    """(set title, metric, ours, seed, chance) for every number, set by set."""
+    return [(s["title"], *row) for s in data["sets"].values() for row in set_rows(s)]
 
 
 class AgreementView(QWidget):
@@ -66,14 +72,17 @@ class AgreementView(QWidget):
         top.addWidget(self.evaluate_button)
         top.addWidget(self.export_button)
 
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["Metric", "Student vs teacher", "Seed 000"])
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Metric", "Student vs teacher", "Seed 000", "Other documents"])
+        self.table.horizontalHeaderItem(3).setToolTip(
+            "Chance: each teacher document against the student vector of another document of the "
+            "same set. Shared structure of the set (high out of distribution) scores here too.")
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in (1, 2):
+        for c in (1, 2, 3):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         # One colour per set of documents, shared by the table's set rows and every histogram.
         self.key = QLabel("")
@@ -165,12 +174,12 @@ class AgreementView(QWidget):
             title.setFont(font)
             title.setForeground(QBrush(QColor(_colour(key))))
             self.table.setItem(r, 0, title)
-            self.table.setSpan(r, 0, 1, 3)
-            for metric, ours, seed in s["rows"]:
+            self.table.setSpan(r, 0, 1, 4)
+            for metric, ours, seed, chance in set_rows(s):
                 r = self.table.rowCount()
                 self.table.insertRow(r)
                 cells = [f"   {metric}", f"{ours:.3f}" if ours is not None else "–",
-                         f"{seed:.2f}" if seed is not None else ""]
+                         f"{seed:.2f}" if seed is not None else "", f"{chance:.3f}" if chance is not None else ""]
                 for c, text in enumerate(cells):
                     item = QTableWidgetItem(text)
                     if c >= 1:
@@ -220,14 +229,14 @@ class AgreementView(QWidget):
         data, path = self.data, Path(path)
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["kind", "documents", "metric", "value", "seed"])
-            for title, metric, ours, seed in table_rows(data):
+            w.writerow(["kind", "documents", "metric", "value", "seed", "other documents"])
+            for title, metric, ours, seed, chance in table_rows(data):
                 w.writerow(["table", title, metric, "" if ours is None else f"{ours:.6g}",
-                            "" if seed is None else f"{seed:.2f}"])
+                            "" if seed is None else f"{seed:.2f}", "" if chance is None else f"{chance:.6g}"])
             for s in data["sets"].values():
                 for key in ("cosines", "correlations", "overlaps"):
                     for v in s[key]:
-                        w.writerow(["document", s["title"], key[:-1], f"{float(v):.6g}", ""])
+                        w.writerow(["document", s["title"], key[:-1], f"{float(v):.6g}", "", ""])
         return path
 
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from core.agreement import (agreement_report, feature_correlation, feature_scores, mean_cosine,
-                            row_cosines, top_k_overlap)
+from core.agreement import (agreement_report, chance_agreement, feature_correlation, feature_scores,
+                            mean_cosine, other_documents, row_cosines, top_k_overlap)
 from core.contrast import split_held_out
 from core.errors import DistillscopeError
 from core.paths import resources_dir
@@ -58,6 +58,36 @@ def test_top_k_overlap_by_hand():
         top_k_overlap(t, s, k=6)
 
 
+def test_chance_pairs_each_document_with_another():
+    for n in (2, 3, 50):
+        partner = other_documents(n)
+        assert sorted(partner.tolist()) == list(range(n))  # each student vector used once
+        assert all(partner[i] != i for i in range(n))
+        assert torch.equal(partner, other_documents(n))  # fixed by its seed
+    with pytest.raises(DistillscopeError, match="two documents"):
+        other_documents(1)
+    # Two documents: each teacher vector meets the other's student vector. Document 0 points
+    # along x, document 1 along y, the student is exact: matched cosine 1, at chance 0.
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    dirs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    chance = chance_agreement(t, t.clone(), dirs, k=1)
+    assert chance["cosine"] == pytest.approx(0.0)
+    # scores (1, 0, .6) against (0, 1, .8): dx = (7, -8, 1)/15, dy = (-3, 2, 1)/5,
+    # cov = -36/75, |dx|^2 = 114/225, |dy|^2 = 14/25
+    r = (-36 / 75) / math.sqrt(114 / 225 * 14 / 25)
+    assert chance["correlation"] == pytest.approx(r) and r == pytest.approx(-0.901, abs=1e-3)
+    assert chance["overlap"] == 0.0  # top-1: feature 0 against feature 1
+    assert chance_agreement(t[:1], t[:1], dirs) == {}
+    # A shared offset (every document leaves the reference the same way) agrees at chance too.
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(64, 16, generator=g), dim=1)
+    noise = torch.randn(200, 16, generator=g)
+    shared = noise + 4 * torch.ones(16)
+    assert chance_agreement(noise, noise, dirs)["overlap"] < 0.4 < chance_agreement(shared, shared, dirs)["overlap"]
+    report = agreement_report(shared, shared, dirs)
+    assert report.top_k_overlap == 1.0 and report.chance == chance_agreement(shared, shared, dirs)
+
+
 def test_shape_and_nan_messages():
     with pytest.raises(DistillscopeError, match="do not match"):
         mean_cosine(torch.ones(3, 4), torch.ones(2, 4))
@@ -102,7 +132,8 @@ def test_report_rows_carry_seed_values():
     assert [r[2] for r in rows] == [0.76, 0.79, 0.60, 0.95, 0.93]
     ood = agreement_report(t, s, dirs, in_distribution=False).as_rows()
     assert [r[2] for r in ood] == [None, 0.58, 0.32]
-    assert all(isinstance(r[1], float) for r in ood)
+    assert all(isinstance(r[1], float) and isinstance(r[3], float) for r in ood)  # chance beside each
+    assert [r[3] for r in rows[3:]] == [None, None]  # none for the AUCs (chance is 0.5)
     with pytest.raises(DistillscopeError, match="held-out split"):
         agreement_report(t, s, dirs, labels, "pos")
 

@@ -86,19 +86,19 @@ def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, stu
     assert splits.numel() == AUC_SPLITS and float(splits[0]) == pytest.approx(report.auc_student)
     held_3 = split_held_out(labels, 0.2, seed=3)
     assert float(splits[3]) == pytest.approx(evaluate_contrast(s, labels, "machine", "human", held_3).held_out_auc, abs=1e-5)
-    mean_row = {m: (ours, seed) for m, ours, seed in report.as_rows()}[
+    mean_row = {m: (ours, seed) for m, ours, seed, _ in report.as_rows()}[
         f"contrast AUC, student, {AUC_SPLITS}-split mean (sd {float(splits.std()):.3f})"]
     assert mean_row == (pytest.approx(float(splits.mean())), 0.93)
     assert result.reports["ood"].auc_splits == {}
     # The seed's out-of-distribution values go beside the OOD set, none for cosine.
-    rows = {m: seed for m, _, seed in result.reports["ood"].as_rows()}
+    rows = {m: seed for m, _, seed, _ in result.reports["ood"].as_rows()}
     assert rows["feature score correlation"] == 0.58 and rows["mean cosine (z-normalized)"] is None
 
     path = result.save(tmp_path)
     back = AgreementEvaluation.load(tmp_path)
     assert path.name == "agreement.json" and [r[:2] for r in back.rows()] == [r[:2] for r in result.rows()]
-    for (_, _, a, sa), (_, _, b, sb) in zip(back.rows(), result.rows()):
-        assert a == pytest.approx(b) and sa == sb
+    for (_, _, a, sa, ca), (_, _, b, sb, cb) in zip(back.rows(), result.rows()):
+        assert a == pytest.approx(b) and sa == sb and ca == cb
     assert back.reports["contrast"].cosines.tolist() == pytest.approx(report.cosines.tolist(), abs=1e-4)
     assert back.reports["contrast"].auc_splits["teacher"].tolist() == pytest.approx(
         report.auc_splits["teacher"].tolist(), abs=1e-5)
@@ -226,10 +226,12 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert view.table.rowCount() == len(rows) + 3 == 3 + 7 + 3 + 3  # a title row per set
     shown = [r for r in range(view.table.rowCount()) if view.table.item(r, 1) is not None]
     assert view.table.item(0, 0).text().startswith(saved.titles["id"])
-    for r, (_, metric, ours, seed) in zip(shown, rows):
+    for r, (_, metric, ours, seed, chance) in zip(shown, rows):
         assert view.table.item(r, 0).text().strip() == metric
         assert view.table.item(r, 1).text() == f"{ours:.3f}"
         assert view.table.item(r, 2).text() == (f"{seed:.2f}" if seed is not None else "")
+        assert view.table.item(r, 3).text() == (f"{chance:.3f}" if chance is not None else "")
+    assert sum(view.table.item(r, 3).text() != "" for r in shown) == 3 * 3  # cosine, r, overlap per set
     # Histograms: one curve per set, of the per-document values saved.
     curves = view.plots["cosines"].plotItem.listDataItems()
     assert len(curves) == 3
@@ -237,7 +239,7 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert len(view.roc.plotItem.listDataItems()) == 3  # diagonal, teacher, student
     out = window.agreement.export(str(tmp_path / "a.csv"))
     lines = open(out, encoding="utf-8").read().splitlines()
-    assert lines[0] == "kind,documents,metric,value,seed" and sum(line.startswith("table,") for line in lines) == 13
+    assert lines[0] == "kind,documents,metric,value,seed,other documents" and sum(line.startswith("table,") for line in lines) == 13
     # Reopening the student shows the saved evaluation without computing it again.
     window.set_student(None)
     assert view.table.rowCount() == 0

@@ -121,18 +121,19 @@ class AgreementEvaluation:
     seconds: float = 0.0
     precision: str = "exact"  # the teacher's, as for the student's targets
 
-    def rows(self) -> list[tuple[str, str, Optional[float], Optional[float]]]:
-        """(set title, metric, ours, seed) for every number, set by set."""
-        return [(self.titles[key], metric, ours, seed)
-                for key, report in self.reports.items() for metric, ours, seed in report.as_rows()]
+    def rows(self) -> list[tuple[str, str, Optional[float], Optional[float], Optional[float]]]:
+        """(set title, metric, ours, seed, chance) for every number, set by set."""
+        return [(self.titles[key], *row) for key, report in self.reports.items() for row in report.as_rows()]
 
     def table(self) -> str:
         lines = [f"{self.student} against {self.teacher}, {self.hook}; features of {self.dictionary}"]
         for key, report in self.reports.items():
             seen = f", {self.seen[key]} seen in training" if self.seen.get(key) else ""
             lines.append(f"\n{self.titles[key]}: {report.n_documents:,} documents{seen}")
-            for metric, ours, seed in report.as_rows():
-                ref = f"   (seed {seed:.2f})" if seed is not None else ""
+            for metric, ours, seed, chance in report.as_rows():
+                refs = ([f"seed {seed:.2f}"] if seed is not None else []) + \
+                       ([f"other documents {chance:.3f}"] if chance is not None else [])
+                ref = f"   ({', '.join(refs)})" if refs else ""
                 lines.append(f"  {metric:<48} {ours:>6.3f}{ref}")
         return "\n".join(lines)
 
@@ -150,6 +151,7 @@ class AgreementEvaluation:
                          "k": r.k, "auc_teacher": r.auc_teacher, "auc_student": r.auc_student,
                          "contrast": r.contrast, "rows": [list(row) for row in r.as_rows()],
                          "auc_splits": {space: a.tolist() for space, a in r.auc_splits.items()},
+                         "chance": r.chance,
                          "seed": {f"{k}s": v for k, v in r.seed_values().items()},  # keyed as the lists
                          "cosines": values(r.cosines),
                          "correlations": values(r.correlations), "overlaps": values(r.overlaps),
@@ -170,7 +172,8 @@ class AgreementEvaluation:
                 s["n_documents"], s["cosine"], s["correlation"], s["top_k_overlap"], s["k"],
                 torch.tensor(s["cosines"]), torch.tensor(s["correlations"]), torch.tensor(s["overlaps"]),
                 s.get("auc_teacher"), s.get("auc_student"), s.get("contrast", ""), s["in_distribution"],
-                auc_splits={space: torch.tensor(a) for space, a in s.get("auc_splits", {}).items()})
+                auc_splits={space: torch.tensor(a) for space, a in s.get("auc_splits", {}).items()},
+                chance=dict(s.get("chance") or {}))
             titles[key], seen[key] = s["title"], s.get("seen_in_training", 0)
             if s.get("roc"):
                 roc[key] = {space: tuple(torch.tensor(c) for c in curve) for space, curve in s["roc"].items()}
