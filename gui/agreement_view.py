@@ -73,7 +73,8 @@ class AgreementView(QWidget):
         top.addWidget(self.export_button)
 
         self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Metric", "Student vs teacher", "Seed 000", "Other documents"])
+        self.table.setHorizontalHeaderLabels(["Metric", "Student", "Seed 000", "Chance"])
+        self.table.horizontalHeaderItem(1).setToolTip("The student's agreement with its teacher")
         self.table.horizontalHeaderItem(3).setToolTip(
             "Chance: each teacher document against the student vector of another document of the "
             "same set. Shared structure of the set (high out of distribution) scores here too.")
@@ -151,7 +152,8 @@ class AgreementView(QWidget):
         self.summary.setText(
             f"<b>{data['student']}</b> against {data['teacher']} at {data['hook']}; features of the "
             f"dictionary {data['dictionary']}. Documents per set: {n_docs}. Green: at or within {NEAR} of the "
-            f"seed's value. Evaluated in {data.get('seconds', 0):.0f} s.")
+            f"seed's value. Chance: each teacher vector against another document's student vector. "
+            f"Evaluated in {data.get('seconds', 0):.0f} s.")
         self._fill_table(data)
         self.key.setText("Histograms: " + " · ".join(
             f'<b style="color:{_colour(k)}">■ {_short(s["title"])}</b>' for k, s in sets.items())
@@ -229,7 +231,7 @@ class AgreementView(QWidget):
         data, path = self.data, Path(path)
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["kind", "documents", "metric", "value", "seed", "other documents"])
+            w.writerow(["kind", "documents", "metric", "value", "seed", "chance"])
             for title, metric, ours, seed, chance in table_rows(data):
                 w.writerow(["table", title, metric, "" if ours is None else f"{ours:.6g}",
                             "" if seed is None else f"{seed:.2f}", "" if chance is None else f"{chance:.6g}"])

@@ -239,7 +239,7 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert len(view.roc.plotItem.listDataItems()) == 3  # diagonal, teacher, student
     out = window.agreement.export(str(tmp_path / "a.csv"))
     lines = open(out, encoding="utf-8").read().splitlines()
-    assert lines[0] == "kind,documents,metric,value,seed,other documents" and sum(line.startswith("table,") for line in lines) == 13
+    assert lines[0] == "kind,documents,metric,value,seed,chance" and sum(line.startswith("table,") for line in lines) == 13
     # Reopening the student shows the saved evaluation without computing it again.
     window.set_student(None)
     assert view.table.rowCount() == 0

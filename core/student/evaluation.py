@@ -132,7 +132,7 @@ class AgreementEvaluation:
             lines.append(f"\n{self.titles[key]}: {report.n_documents:,} documents{seen}")
             for metric, ours, seed, chance in report.as_rows():
                 refs = ([f"seed {seed:.2f}"] if seed is not None else []) + \
-                       ([f"other documents {chance:.3f}"] if chance is not None else [])
+                       ([f"chance {chance:.3f}"] if chance is not None else [])
                 ref = f"   ({', '.join(refs)})" if refs else ""
                 lines.append(f"  {metric:<48} {ours:>6.3f}{ref}")
         return "\n".join(lines)
