@@ -248,6 +248,15 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert view.table.rowCount() == 16
 
 
+def test_agreement_files_from_before_the_chance_column_still_show():
+    pytest.importorskip("pytestqt")
+    from gui.agreement_view import set_rows
+
+    old = {"rows": [["mean cosine (z-normalized)", 0.7, 0.76], ["contrast AUC, teacher", 0.9, 0.95]]}
+    assert set_rows(old) == [("mean cosine (z-normalized)", 0.7, 0.76, None), ("contrast AUC, teacher", 0.9, 0.95, None)]
+    assert set_rows({"rows": [["top-20 feature overlap", 0.5, 0.6, 0.02]]}) == [("top-20 feature overlap", 0.5, 0.6, 0.02)]
+
+
 def test_contrast_tab_fine_tunes_a_head_on_the_same_split(qtbot, make_window, tiny_teacher, student_dir, sae_dir):
     pytest.importorskip("pytestqt")
     from core.contrast import roc_curve
