@@ -7,7 +7,11 @@ for a trained student:
   standard deviation, range), beside split 0;
 - the in-distribution top-20 overlap on the starter dictionary, on random unit directions of the
   same and of the seed's size (16,384), and with the student's vectors moved a fraction of the
-  way to the teacher's (what agreement the seed's 0.60 needs on this dictionary).
+  way to the teacher's (what agreement the seed's 0.60 needs on this dictionary);
+- with `--dictionary DIR` (repeatable), the correlation and overlap in and out of distribution,
+  and at chance, on other dictionaries of the student's layer (e.g. one of 16,384 features:
+  `distillscope train tests/bench/mixed-topk-16384.toml`, then `distillscope export` of its
+  last checkpoint).
 
     .venv/bin/python tests/bench/agreement_spread.py --student RUN/artifacts/student [--splits 30]
 
@@ -27,18 +31,20 @@ def main() -> None:
     ap.add_argument("--student", required=True, help="a trained student folder")
     ap.add_argument("--splits", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dictionary", action="append", default=[],
+                    help="another dictionary folder at the student's layer (repeatable)")
     args = ap.parse_args()
 
     import torch
 
-    from core.agreement import feature_scores, row_cosines, top_k_overlap
+    from core.agreement import chance_agreement, feature_correlation, feature_scores, row_cosines, top_k_overlap
     from core.contrast import held_out_aucs
     from core.dictionaries import load
     from core.features import STARTER_DICTIONARY
     from core.features.scoring import unit_directions
     from core.models import load_teacher
     from core.student import Student
-    from core.student.evaluation import CONTRAST_HELD_OUT, default_sets, set_vectors
+    from core.student.evaluation import CONTRAST_HELD_OUT, check_dictionary, default_sets, set_vectors
 
     torch.set_num_threads(args.threads)
     student = Student.load(args.student)
@@ -74,6 +80,21 @@ def main() -> None:
         moved = s + a * (t - s)
         print(f"  student moved {a:.0%} of the way to the teacher: cosine "
               f"{row_cosines(t, moved).mean():.3f}, overlap {overlap(moved, starter):.3f}")
+
+
+    if not args.dictionary:
+        return
+    ood = set_vectors(student, teacher, sets["ood"])
+    for folder in args.dictionary:
+        sae = load(folder)
+        check_dictionary(student, sae)
+        directions = unit_directions(sae).float()
+        print(f"{folder} ({len(directions):,} features): correlation, top-20 overlap (chance)")
+        for name, (tz, sz) in (("in distribution", (t, s)), ("out of distribution", ood)):
+            ft, fs = feature_scores(tz, directions), feature_scores(sz, directions)
+            chance = chance_agreement(tz, sz, directions)
+            print(f"  {name:20s} {feature_correlation(ft, fs)[0]:.3f} ({chance['correlation']:.3f}), "
+                  f"{top_k_overlap(ft, fs, 20)[0]:.3f} ({chance['overlap']:.3f})")
 
 
 if __name__ == "__main__":
