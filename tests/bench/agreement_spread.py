@@ -81,7 +81,6 @@ def main() -> None:
         print(f"  student moved {a:.0%} of the way to the teacher: cosine "
               f"{row_cosines(t, moved).mean():.3f}, overlap {overlap(moved, starter):.3f}")
 
-
     if not args.dictionary:
         return
     ood = set_vectors(student, teacher, sets["ood"])
