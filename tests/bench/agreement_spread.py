@@ -4,7 +4,8 @@ The agreement table gives the provenance AUC on one fixed split (20% of each cla
 its mean over 30 random splits, and the top-20 overlap on the starter dictionary. This prints,
 for a trained student:
 - the teacher's and the student's held-out contrast AUC over `--splits` random splits (mean,
-  standard deviation, range), beside split 0;
+  standard deviation, range), beside split 0, and the AUC of the teacher's contrast vector on
+  the student's vectors (with how far apart the classes lie along it in each space);
 - the in-distribution top-20 overlap on the starter dictionary, on random unit directions of the
   same and of the seed's size (16,384), and with the student's vectors moved a fraction of the
   way to the teacher's (what agreement the seed's 0.60 needs on this dictionary);
@@ -38,7 +39,7 @@ def main() -> None:
     import torch
 
     from core.agreement import chance_agreement, feature_correlation, feature_scores, row_cosines, top_k_overlap
-    from core.contrast import held_out_aucs
+    from core.contrast import auc, evaluate_contrast, held_out_aucs, split_held_out
     from core.dictionaries import load
     from core.features import STARTER_DICTIONARY
     from core.features.scoring import unit_directions
@@ -60,6 +61,22 @@ def main() -> None:
         aucs = held_out_aucs(z, labels, contrast.positive, contrast.negative, CONTRAST_HELD_OUT, args.splits)
         print(f"  {space:8s} split 0: {aucs[0]:.3f}   {args.splits} splits: {aucs.mean():.3f} "
               f"+- {aucs.std():.3f} ({aucs.min():.3f}-{aucs.max():.3f})")
+    # The teacher's contrast vector (built on each split's training rows) scoring the student's
+    # held-out vectors: is the student's AUC a matter of its direction, or of its signal?
+    crossed, gap = [], {"teacher": [], "student": []}
+    is_pos = torch.tensor([lab == contrast.positive for lab in labels])
+    for seed in range(args.splits):
+        held = split_held_out(labels, CONTRAST_HELD_OUT, seed)
+        cv = evaluate_contrast(spaces["teacher"], labels, contrast.positive, contrast.negative, held).contrast
+        test = held & (is_pos | torch.tensor([contrast.negative is None or lab == contrast.negative
+                                              for lab in labels]))
+        crossed.append(auc(spaces["student"][test] @ cv.vector, is_pos[test]))
+        for space, z in spaces.items():
+            score = z @ cv.vector
+            gap[space].append(float(score[is_pos].mean() - score[~is_pos].mean()))
+    print(f"  the teacher's contrast vector on the student's vectors: {sum(crossed) / len(crossed):.3f}; "
+          f"class means along it {sum(gap['student']) / len(gap['student']):.2f} apart in the student, "
+          f"{sum(gap['teacher']) / len(gap['teacher']):.2f} in the teacher")
 
     t, s = set_vectors(student, teacher, sets["id"])
     starter = unit_directions(load(STARTER_DICTIONARY)).float()
