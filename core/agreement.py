@@ -152,6 +152,15 @@ class AgreementReport:
     auc_splits: dict = field(default_factory=dict)
     # the first three numbers at chance: "cosine", "correlation", "overlap" (`chance_agreement`)
     chance: dict = field(default_factory=dict)
+    ids: list = field(default_factory=list)  # the documents behind the per-document values, if known
+
+    def worst(self, n: int) -> list[tuple[str, float, float, float]]:
+        """(document id, cosine, correlation, overlap) of the n documents of lowest cosine: where
+        the student reads least like its teacher."""
+        order = torch.argsort(self.cosines.double(), stable=True)[:max(0, int(n))].tolist()
+        ids = self.ids if len(self.ids) == len(self.cosines) else [f"#{i}" for i in range(len(self.cosines))]
+        return [(str(ids[i]), float(self.cosines[i]), float(self.correlations[i]), float(self.overlaps[i]))
+                for i in order]
 
     def seed_values(self) -> dict[str, Optional[float]]:
         """The seed's value for each of the three per-document numbers (None where it gave none)."""

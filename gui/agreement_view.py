@@ -231,14 +231,16 @@ class AgreementView(QWidget):
         data, path = self.data, Path(path)
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["kind", "documents", "metric", "value", "seed", "chance"])
+            w.writerow(["kind", "documents", "metric", "value", "seed", "chance", "document"])
             for title, metric, ours, seed, chance in table_rows(data):
                 w.writerow(["table", title, metric, "" if ours is None else f"{ours:.6g}",
                             "" if seed is None else f"{seed:.2f}", "" if chance is None else f"{chance:.6g}"])
             for s in data["sets"].values():
+                ids = s.get("ids") or []  # files saved before ids were kept have none
                 for key in ("cosines", "correlations", "overlaps"):
-                    for v in s[key]:
-                        w.writerow(["document", s["title"], key[:-1], f"{float(v):.6g}", "", ""])
+                    for i, v in enumerate(s[key]):
+                        w.writerow(["document", s["title"], key[:-1], f"{float(v):.6g}", "", "",
+                                    ids[i] if i < len(ids) else ""])
         return path
 
 

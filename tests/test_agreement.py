@@ -88,6 +88,19 @@ def test_chance_pairs_each_document_with_another():
     assert report.top_k_overlap == 1.0 and report.chance == chance_agreement(shared, shared, dirs)
 
 
+def test_worst_documents_by_cosine():
+    from core.agreement import AgreementReport
+
+    cos, r, ov = torch.tensor([0.5, 0.1, 0.9, 0.1]), torch.tensor([0.6, 0.2, 0.95, 0.3]), torch.tensor([0.5, 0.0, 1.0, 0.1])
+    report = AgreementReport(4, 0.4, 0.5, 0.4, 20, cos, r, ov, ids=["a", "b", "c", "d"])
+    worst = report.worst(3)
+    assert [w[0] for w in worst] == ["b", "d", "a"]  # ties keep document order
+    assert worst[0][1:] == pytest.approx((0.1, 0.2, 0.0))
+    assert report.worst(0) == [] and len(report.worst(10)) == 4
+    report.ids = []  # saved before ids were kept: positions instead
+    assert [w[0] for w in report.worst(2)] == ["#1", "#3"]
+
+
 def test_shape_and_nan_messages():
     with pytest.raises(DistillscopeError, match="do not match"):
         mean_cosine(torch.ones(3, 4), torch.ones(2, 4))

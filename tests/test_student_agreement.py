@@ -3,12 +3,13 @@ core.agreement's and core.contrast's on the same vectors, it round-trips through
 the CLI's `agreement` and `classify` print them, saved contrasts carry their normalization, and
 the Agreement tab shows exactly what core computed."""
 
+import csv
 import json
 
 import pytest
 import torch
 
-from core.agreement import feature_correlation, feature_scores, mean_cosine, top_k_overlap
+from core.agreement import feature_correlation, feature_scores, mean_cosine, row_cosines, top_k_overlap
 from core.contrast import ContrastVector, evaluate_contrast, split_held_out
 from core.dictionaries import load
 from core.errors import DistillscopeError
@@ -76,6 +77,11 @@ def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, stu
     st, ss = feature_scores(t, dirs), feature_scores(s, dirs)
     assert report.correlation == pytest.approx(feature_correlation(st, ss)[0], abs=1e-5)
     assert report.top_k_overlap == pytest.approx(top_k_overlap(st, ss, 5)[0])
+    # Each per-document value knows its document; the worst is the one of lowest cosine.
+    assert report.ids == [d.id for d in docs]
+    lowest = int(row_cosines(t, s).argmin())
+    assert report.worst(1)[0][0] == docs[lowest].id
+    assert report.worst(1)[0][1] == pytest.approx(float(row_cosines(t, s)[lowest]), abs=1e-5)
     labels = [d.label for d in docs]
     held = split_held_out(labels, 0.2)
     assert report.auc_teacher == pytest.approx(evaluate_contrast(t, labels, "machine", "human", held).held_out_auc)
@@ -100,6 +106,7 @@ def test_evaluation_is_the_agreement_maths_on_the_same_vectors(tiny_teacher, stu
     for (_, _, a, sa, ca), (_, _, b, sb, cb) in zip(back.rows(), result.rows()):
         assert a == pytest.approx(b) and sa == sb and ca == cb
     assert back.reports["contrast"].cosines.tolist() == pytest.approx(report.cosines.tolist(), abs=1e-4)
+    assert back.reports["contrast"].ids == report.ids
     assert back.reports["contrast"].auc_splits["teacher"].tolist() == pytest.approx(
         report.auc_splits["teacher"].tolist(), abs=1e-5)
     assert AgreementEvaluation.load(tmp_path / "nowhere") is None
@@ -156,11 +163,18 @@ def test_agreement_and_classify_cli(tiny_teacher, student_dir, sae_dir, tmp_path
 
     # The CLI loads the student's teacher by its source; here that is the tiny teacher's folder.
     assert main(["agreement", str(student_dir), "--dictionary", str(sae_dir), "-k", "5",
-                 "--ood", "none"]) == 0
+                 "--ood", "none", "--worst", "2"]) == 0
     out = capsys.readouterr().out
     saved = AgreementEvaluation.load(student_dir)
     assert set(saved.reports) == {"id", "contrast"}
     assert f"{saved.reports['contrast'].auc_student:.3f}" in out and "(seed 0.93)" in out
+    # --worst: per set, the documents of lowest cosine, by id
+    for key, report in saved.reports.items():
+        assert f"{saved.titles[key]}: the 2 documents of lowest cosine" in out
+        for doc, cosine, _, _ in report.worst(2):
+            assert any(line.split()[:2] == [doc, f"{cosine:.3f}"] for line in out.splitlines())
+    assert main(["agreement", str(student_dir), "--worst", "-1"]) == 2
+    assert "--worst must be 0 or more" in capsys.readouterr().err
 
     text = tmp_path / "t.txt"
     text.write_text("A human wrote this sentence about a quiet garden in the morning.")
@@ -239,7 +253,9 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert len(view.roc.plotItem.listDataItems()) == 3  # diagonal, teacher, student
     out = window.agreement.export(str(tmp_path / "a.csv"))
     lines = open(out, encoding="utf-8").read().splitlines()
-    assert lines[0] == "kind,documents,metric,value,seed,chance" and sum(line.startswith("table,") for line in lines) == 13
+    document_rows = [row for row in csv.reader(lines) if row[0] == "document"]
+    assert document_rows and all(row[6] for row in document_rows)  # each with its document's id
+    assert lines[0] == "kind,documents,metric,value,seed,chance,document" and sum(line.startswith("table,") for line in lines) == 13
     # Reopening the student shows the saved evaluation without computing it again.
     window.set_student(None)
     assert view.table.rowCount() == 0

@@ -37,6 +37,9 @@ def add_parsers(sub) -> dict:
     p.add_argument("--negative", default="human", help="its negative class, or 'rest' (default human)")
     p.add_argument("--ood", default="demo-ood", help="out-of-distribution documents, or 'none' (default demo-ood)")
     p.add_argument("-k", type=int, default=20, help="top-k for the feature overlap (default 20, as the seed)")
+    p.add_argument("--worst", type=int, default=0, metavar="N",
+                   help="also list, per set, the N documents of lowest cosine (where the student "
+                        "reads least like its teacher)")
     p.add_argument("--json", action="store_true", help="print agreement.json instead of the table")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
 
@@ -99,6 +102,8 @@ def cmd_agreement(args) -> int:
 
     if args.k < 1:
         raise DistillscopeError("-k must be at least 1.", "e.g. -k 20")
+    if args.worst < 0:
+        raise DistillscopeError("--worst must be 0 or more.", "e.g. --worst 10")
     student = _load_student(args.student, args.device)
     folder, sae = _open_dictionary(args.dictionary)
     sets, seen = default_sets(student, args.id_corpus, _none(args.contrast_corpus), args.positive,
@@ -115,6 +120,8 @@ def cmd_agreement(args) -> int:
         print(json.dumps(result.to_json(), indent=1))
     else:
         print(result.table())
+        if args.worst:
+            print(result.worst_table(args.worst))
         print(f"\nwrote {path} in {result.seconds:.1f} s")
     return 0
 

@@ -125,6 +125,16 @@ class AgreementEvaluation:
         """(set title, metric, ours, seed, chance) for every number, set by set."""
         return [(self.titles[key], *row) for key, report in self.reports.items() for row in report.as_rows()]
 
+    def worst_table(self, n: int) -> str:
+        """Per set, the n documents where the student agrees least with the teacher."""
+        lines = []
+        for key, report in self.reports.items():
+            lines.append(f"\n{self.titles[key]}: the {n} documents of lowest cosine")
+            lines.append(f"  {'document':<32} {'cosine':>7} {'r':>7} {'overlap':>8}")
+            for doc, cosine, r, overlap in report.worst(n):
+                lines.append(f"  {doc:<32} {cosine:>7.3f} {r:>7.3f} {overlap:>8.2f}")
+        return "\n".join(lines)
+
     def table(self) -> str:
         lines = [f"{self.student} against {self.teacher}, {self.hook}; features of {self.dictionary}"]
         for key, report in self.reports.items():
@@ -151,7 +161,7 @@ class AgreementEvaluation:
                          "k": r.k, "auc_teacher": r.auc_teacher, "auc_student": r.auc_student,
                          "contrast": r.contrast, "rows": [list(row) for row in r.as_rows()],
                          "auc_splits": {space: a.tolist() for space, a in r.auc_splits.items()},
-                         "chance": r.chance,
+                         "chance": r.chance, "ids": r.ids,
                          "seed": {f"{k}s": v for k, v in r.seed_values().items()},  # keyed as the lists
                          "cosines": values(r.cosines),
                          "correlations": values(r.correlations), "overlaps": values(r.overlaps),
@@ -173,7 +183,7 @@ class AgreementEvaluation:
                 torch.tensor(s["cosines"]), torch.tensor(s["correlations"]), torch.tensor(s["overlaps"]),
                 s.get("auc_teacher"), s.get("auc_student"), s.get("contrast", ""), s["in_distribution"],
                 auc_splits={space: torch.tensor(a) for space, a in s.get("auc_splits", {}).items()},
-                chance=dict(s.get("chance") or {}))
+                chance=dict(s.get("chance") or {}), ids=list(s.get("ids") or []))
             titles[key], seen[key] = s["title"], s.get("seen_in_training", 0)
             if s.get("roc"):
                 roc[key] = {space: tuple(torch.tensor(c) for c in curve) for space, curve in s["roc"].items()}
@@ -226,6 +236,7 @@ def evaluate_agreement(student, teacher, sae, sets: Sequence[EvalSet], state: Op
             raise DistillscopeError(f"The set '{s.title}' has no documents.", "Choose another corpus.")
         teacher_z, student_z = set_vectors(student, teacher, s, state, f"{s.key} ({n + 1}/{len(sets)})")
         report = agreement_report(teacher_z, student_z, directions, k=k, in_distribution=s.in_distribution)
+        report.ids = [d.id for d in s.documents]
         if s.positive is not None:
             labels = [d.label or "" for d in s.documents]
             held = split_held_out(labels, CONTRAST_HELD_OUT)
