@@ -123,12 +123,18 @@ def chance_agreement(teacher_z: torch.Tensor, student_z: torch.Tensor, direction
     """Mean cosine, feature correlation and top-k overlap with each teacher vector paired with
     the student vector of another document (`other_documents`): the agreement any two
     documents of the set share. Empty for fewer than two documents."""
-    if len(teacher_z) < 2:
+    return _chance(teacher_z, student_z, feature_scores(teacher_z, directions_FD),
+                   feature_scores(student_z, directions_FD), k)
+
+
+def _chance(t_ND, s_ND, scores_t_NF, scores_s_NF, k: int) -> dict[str, float]:
+    """`chance_agreement` from vectors and their feature scores already projected."""
+    if len(t_ND) < 2:
         return {}
-    other = student_z[other_documents(len(student_z))]
-    st, ss = feature_scores(teacher_z, directions_FD), feature_scores(other, directions_FD)
-    return {"cosine": mean_cosine(teacher_z, other), "correlation": feature_correlation(st, ss)[0],
-            "overlap": top_k_overlap(st, ss, k)[0]}
+    other = other_documents(len(s_ND))
+    return {"cosine": mean_cosine(t_ND, s_ND[other]),
+            "correlation": feature_correlation(scores_t_NF, scores_s_NF[other])[0],
+            "overlap": top_k_overlap(scores_t_NF, scores_s_NF[other], k)[0]}
 
 
 @dataclass
@@ -220,7 +226,7 @@ def agreement_report(teacher_z: torch.Tensor, student_z: torch.Tensor, direction
     overlap, overlaps = top_k_overlap(st, ss, k)
     report = AgreementReport(int(rows.sum()), float(cosines.mean()), corr, overlap, int(k),
                              cosines, corrs, overlaps, in_distribution=in_distribution,
-                             chance=chance_agreement(t_eval, s_eval, directions_FD, k))
+                             chance=_chance(t_eval, s_eval, st, ss, k))
     if labels is not None and positive is not None:
         if held is None:
             raise DistillscopeError("A held-out AUC needs a held-out split.",

@@ -65,11 +65,11 @@ def main() -> None:
     # held-out vectors: is the student's AUC a matter of its direction, or of its signal?
     crossed, gap = [], {"teacher": [], "student": []}
     is_pos = torch.tensor([lab == contrast.positive for lab in labels])
+    in_contrast = is_pos | torch.tensor([contrast.negative is None or lab == contrast.negative for lab in labels])
     for seed in range(args.splits):
         held = split_held_out(labels, CONTRAST_HELD_OUT, seed)
         cv = evaluate_contrast(spaces["teacher"], labels, contrast.positive, contrast.negative, held).contrast
-        test = held & (is_pos | torch.tensor([contrast.negative is None or lab == contrast.negative
-                                              for lab in labels]))
+        test = held & in_contrast
         crossed.append(auc(spaces["student"][test] @ cv.vector, is_pos[test]))
         for space, z in spaces.items():
             score = z @ cv.vector
