@@ -152,7 +152,7 @@ def test_half_precision_dictionary_encodes_in_float32():
 D_IN, D_SAE = 16, 24
 
 
-def synthetic_cache(folder, n_docs=30, seed=0):
+def synthetic_cache(folder, n_docs=30, seed=0, docs_per_shard=7):
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(3, 40, (n_docs,), generator=g)
     doc_index = torch.repeat_interleave(torch.arange(n_docs), lengths)
@@ -160,7 +160,7 @@ def synthetic_cache(folder, n_docs=30, seed=0):
     token_id = torch.randint(3, 40, (len(doc_index),), generator=g)
     acts = torch.randn(len(doc_index), D_IN, generator=g) + 0.3 * token_id[:, None].float().sin()
     return ActivationCache(write_token_cache(folder, acts, doc_index, position, token_id,
-                                             hook="resid_post.2", docs_per_shard=7)), acts
+                                             hook="resid_post.2", docs_per_shard=docs_per_shard)), acts
 
 
 def brute_force(sae, acts):
@@ -292,6 +292,30 @@ def test_index_save_load_and_index_for(tmp_path, monkeypatch):
         sae.W_enc[0, 0] += 1
     index_for(sae, cache, precision="float32")
     assert len(list(stored[0].parent.iterdir())) == 2
+
+
+def test_an_index_is_rebuilt_when_its_cache_is_extracted_again_in_other_shards(tmp_path):
+    import shutil
+
+    from core import paths
+
+    cache, acts = synthetic_cache(tmp_path / "cache")
+    sae = make_sae("topk", d_in=D_IN, d_sae=D_SAE, k=3, seed=5)
+    index_for(sae, cache, precision="float32")
+    [stored] = list((paths.cache_dir() / "feature-index").iterdir())
+    # The same rows again, cut into shards of another size (extraction flushes by time too).
+    shutil.rmtree(tmp_path / "cache")
+    again, _ = synthetic_cache(tmp_path / "cache", docs_per_shard=11)
+    assert again.manifest["key"] == cache.manifest["key"] and again.manifest["shards"] != cache.manifest["shards"]
+    with pytest.raises(DistillscopeError, match="extracted again"):
+        FeatureIndex.load(stored, sae, again)
+    index = index_for(sae, again, precision="float32")
+    codes = brute_force(sae, acts)
+    for f in range(D_SAE):  # every context's activations are its rows', read from the new shards
+        for c in index.contexts(f, width=3):
+            rows = (index.t["row_doc"] == c.doc_index).nonzero().flatten()
+            row = int(rows[0]) + c.position - 1
+            assert c.value == pytest.approx(float(codes[row, f]), abs=1e-5)
 
 
 def test_index_build_cancels_and_checks_its_inputs(tmp_path):

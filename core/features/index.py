@@ -205,6 +205,12 @@ class FeatureIndex:
             if int(cache.manifest["n_rows"]) != self.n_rows:
                 raise DistillscopeError(f"The cache in '{cache.folder}' is not the one this index "
                                         "was built from.", "Build the index for this cache.")
+            # Extraction flushes shards by time as well as by size, so a cache extracted again
+            # holds the same rows in other shards; the index's row spans would read the wrong ones.
+            starts = torch.tensor([0] + [int(s["rows"]) for s in cache.manifest["shards"]]).cumsum(0)
+            if not torch.equal(starts, self.t["shard_starts"].long()):
+                raise DistillscopeError(f"The cache in '{cache.folder}' was extracted again since this "
+                                        "index was built (its shards differ).", "Build the index for this cache.")
             self.cache = cache
         return self
 
