@@ -105,6 +105,12 @@ def _with_unique_id(doc: Document, taken: set[str]) -> Document:
 # ---------------------------------------------------------------- public entry points
 
 
+def snippet(text: str, n: int = 160) -> str:
+    """The text on one line, cut to n characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
 def from_text(text: str, label: str | None = None, id: str | None = None) -> Corpus:
     """A corpus of one pasted document; empty or whitespace-only text gives a Problem instead."""
     if not text or not text.strip():

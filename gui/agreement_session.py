@@ -1,6 +1,7 @@
 """The Agreement tab's controller: shows the open student's saved evaluation (agreement.json in
 its folder, written by the student job or `distillscope agreement`), and re-evaluates it on the
-runner thread with the window's teacher and dictionary (cancellable from the status bar)."""
+runner thread with the window's teacher and dictionary (cancellable from the status bar). Opens
+a listed document in Inspect, beside the student's bars, on request."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class AgreementSession(QObject):
         self.view = AgreementView()
         self.view.evaluate_requested.connect(self.evaluate)
         self.view.export_requested.connect(self.export_dialog)
+        self.view.document_requested.connect(self.open_document)
         for signal in (window.student_changed, window.teacher_changed):
             signal.connect(self.refresh)
         window.features.dictionary_changed.connect(self.refresh)
@@ -53,6 +55,7 @@ class AgreementSession(QObject):
             self.view.show_error(str(getattr(exc, "what", exc)))
         if saved is not None:
             self.view.show_result(saved.to_json())
+            self._read_documents()
             self.shown.emit()
         why = self._blocker()
         self.view.set_student(self.window.student_name, not why, why)
@@ -86,12 +89,43 @@ class AgreementSession(QObject):
         def done(data: dict) -> None:
             if w.student is student:
                 self.view.show_result(data)
+                self._read_documents()
                 self.shown.emit()
 
         self.view.show_busy("Evaluating: the teacher's and the student's vectors of the held-out, provenance "
                             "and out-of-distribution documents (progress in the status bar)…")
         w.runner.submit(Task("agreement", run, title="Agreement of the student with the teacher",
                              on_result=done, on_error=lambda what, hint: self.view.show_error(f"{what} {hint}")))
+
+    def _read_documents(self) -> None:
+        """The evaluated sets' documents, for the least-agreeing list (read off the GUI thread)."""
+        student = self.window.student
+
+        def run(_state):
+            from core.student.evaluation import default_sets, set_documents
+
+            return set_documents(default_sets(student)[0])
+
+        def done(documents: dict) -> None:
+            if self.window.student is student and self.view.data is not None:
+                self.view.set_documents(documents)
+
+        task = Task("agreement-texts", run, title="Reading the evaluated documents", on_result=done,
+                    on_error=lambda what, hint: self.window.status.set_message(
+                        f"The evaluated documents cannot be listed: {what}"))
+        task.quiet = True  # the table stands without the texts; the status bar says why
+        self.window.io.submit(task)
+
+    def open_document(self, key: str, doc_id: str) -> bool:
+        """Show document `doc_id` of set `key` in Inspect (teacher and student bars side by side)."""
+        doc = self.view.documents.get(key, {}).get(doc_id)
+        if doc is None:
+            self.view.show_error(f"The text of '{doc_id}' is not at hand: its corpus may have changed since the "
+                                 "evaluation. Evaluate again (Ctrl+E).")
+            return False
+        title = (self.view.data or {}).get("sets", {}).get(key, {}).get("title", key)
+        self.window.inspect_document(doc, f"{doc_id} of the agreement's {title}")
+        return True
 
     def export_dialog(self) -> None:
         if not (self.view.data is None):

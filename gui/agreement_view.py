@@ -1,6 +1,8 @@
 """The Agreement tab: how close the open student is to its teacher (seed 000), as a table beside
 the seed's numbers and as plots: per-document histograms of cosine, feature-score correlation and
-top-k overlap for each set of documents, and the contrast's held-out ROC in both spaces.
+top-k overlap for each set of documents, and the contrast's held-out ROC in both spaces; and, per
+set, the documents where the student reads least like its teacher (double-click: open in Inspect,
+teacher and student bars side by side).
 
 Plain data in (the dict of core.student.evaluation.AgreementEvaluation.to_json), signals out;
 gui/agreement_session.py runs the evaluation on a worker.
@@ -16,8 +18,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout,
+                               QWidget)
+
+from core.documents import snippet
 
 from gui.contrast_view import roc_plot
 
@@ -25,6 +30,7 @@ SET_COLOURS = {"id": "#0072B2", "contrast": "#E69F00", "ood": "#D55E00"}  # Okab
 OTHER_COLOUR = "#009E73"
 SPACE_COLOURS = {"teacher": "#0072B2", "student": "#E69F00"}
 NEAR = 0.05  # within this of the seed's value counts as "near" (green)
+WORST_ROWS = 100  # documents listed per set, lowest cosine first
 # (per-document key, plot title, x label)
 PLOTS = (("cosines", "Cosine, teacher vs student", "cosine of z-normalized vectors"),
          ("correlations", "Feature-score correlation", "Pearson r over all features"),
@@ -49,10 +55,12 @@ def table_rows(data: dict) -> list[tuple[str, str, Optional[float], Optional[flo
 class AgreementView(QWidget):
     evaluate_requested = Signal()
     export_requested = Signal()
+    document_requested = Signal(str, str)  # set key, document id: open it in Inspect
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.data: Optional[dict] = None
+        self.documents: dict = {}  # set key -> {document id: Document}, once the session has read them
         self.summary = QLabel("Open a student (Model > Open Student, Ctrl+Shift+S) to see how closely it "
                               "agrees with its teacher.")
         self.summary.setWordWrap(True)
@@ -105,10 +113,13 @@ class AgreementView(QWidget):
         self.roc.addLegend(offset=(-5, -5))
         plots.addWidget(self.roc, 1, 1)
 
+        self.left_tabs = QTabWidget()
+        self.left_tabs.addTab(self.table, "Numbers")
+        self.left_tabs.addTab(self._build_worst(), "Least agreeing documents")
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(self.table, 1)
+        left_layout.addWidget(self.left_tabs, 1)
         left_layout.addWidget(self.key)
         body = QSplitter(Qt.Orientation.Horizontal)
         body.addWidget(left)
@@ -118,6 +129,41 @@ class AgreementView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(body, 1)
+
+    def _build_worst(self) -> QWidget:
+        """Per set, its documents from the lowest cosine up: where to look for what the student
+        misses."""
+        self.worst_set = QComboBox()
+        self.worst_set.setToolTip("The set of documents to list")
+        self.worst_set.currentIndexChanged.connect(lambda _i: self._fill_worst())
+        self.worst = QTableWidget(0, 5)
+        self.worst.setHorizontalHeaderLabels(["Document", "Cosine", "r", "Overlap", "Text"])
+        self.worst.setToolTip("Double-click or press Enter to open the document in Inspect, with the "
+                              "teacher's and the student's features side by side")
+        self.worst.verticalHeader().setVisible(False)
+        self.worst.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.worst.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.worst.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.worst.setWordWrap(False)
+        header = self.worst.horizontalHeader()
+        for c in range(4):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.worst.cellDoubleClicked.connect(lambda row, _col: self._request(row))
+        self.worst.activated.connect(lambda index: self._request(index.row()))
+        hint = QLabel("Lowest cosine first. Double-click (or Enter) opens a document in Inspect with "
+                      "the teacher's and the student's features side by side.")
+        hint.setWordWrap(True)
+        choose = QHBoxLayout()
+        choose.addWidget(QLabel("Set:"))
+        choose.addWidget(self.worst_set, 1)
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(choose)
+        layout.addWidget(hint)
+        layout.addWidget(self.worst, 1)
+        return box
 
     # ------------------------------------------------------------------ state
 
@@ -137,7 +183,12 @@ class AgreementView(QWidget):
 
     def clear(self) -> None:
         self.data = None
+        self.documents = {}
         self.table.setRowCount(0)
+        self.worst.setRowCount(0)
+        self.worst_set.blockSignals(True)
+        self.worst_set.clear()
+        self.worst_set.blockSignals(False)
         self.key.setText("")
         for w in list(self.plots.values()) + [self.roc]:
             w.clear()
@@ -155,6 +206,11 @@ class AgreementView(QWidget):
             f"seed's value. Chance: each teacher vector against another document's student vector. "
             f"Evaluated in {data.get('seconds', 0):.0f} s.")
         self._fill_table(data)
+        self.worst_set.blockSignals(True)
+        for key, s in sets.items():
+            self.worst_set.addItem(f"{_short(s['title'])} ({s['n_documents']:,})", key)
+        self.worst_set.blockSignals(False)
+        self._fill_worst()
         self.key.setText("Histograms: " + " · ".join(
             f'<b style="color:{_colour(k)}">■ {_short(s["title"])}</b>' for k, s in sets.items())
             + "; dashed: the seed's mean for that set.")
@@ -191,6 +247,43 @@ class AgreementView(QWidget):
                         item.setForeground(QBrush(QColor("#1b7f3b" if good else "#b35900")))
                         item.setToolTip(f"{ours - seed:+.3f} against the seed's {seed:.2f}")
                     self.table.setItem(r, c, item)
+
+    def set_documents(self, documents: dict) -> None:
+        """{set key: {document id: Document}}: fills the Text column of the least-agreeing list."""
+        self.documents = documents
+        self._fill_worst()
+
+    def worst_rows(self, key: str) -> list[tuple[str, float, float, float]]:
+        """(id, cosine, r, overlap) of set `key`'s least agreeing documents, as listed."""
+        from core.student.evaluation import AgreementEvaluation
+
+        if self.data is None or key not in self.data["sets"]:
+            return []
+        return AgreementEvaluation.from_json(self.data).reports[key].worst(WORST_ROWS)
+
+    def _fill_worst(self) -> None:
+        key = self.worst_set.currentData()
+        rows = self.worst_rows(key) if key is not None else []
+        has_ids = bool(self.data and (self.data["sets"].get(key) or {}).get("ids"))
+        documents = self.documents.get(key, {})
+        self.worst.setRowCount(len(rows))
+        for r, (doc, cosine, corr, overlap) in enumerate(rows):
+            text = documents[doc].text if doc in documents else None
+            cells = [doc, f"{cosine:.3f}", f"{corr:.3f}", f"{overlap:.2f}",
+                     snippet(text, 200) if text is not None else ("" if has_ids else "evaluate again to name "
+                                                                  "the documents")]
+            for c, value in enumerate(cells):
+                item = QTableWidgetItem(value)
+                if 1 <= c <= 3:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if c == 4 and text is not None:
+                    item.setToolTip(snippet(text, 600))
+                self.worst.setItem(r, c, item)
+
+    def _request(self, row: int) -> None:
+        key, item = self.worst_set.currentData(), self.worst.item(row, 0)
+        if key is not None and item is not None and (self.data["sets"][key].get("ids")):
+            self.document_requested.emit(key, item.text())
 
     def _histograms(self, plot: pg.PlotWidget, sets: dict, key: str) -> None:
         """One outline histogram per set (fractions, so sets of any size compare), and a dashed

@@ -11,11 +11,10 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
                                QSizePolicy, QTableView, QVBoxLayout, QWidget)
 
-from core.documents import Document
+from core.documents import Document, snippet
 from gui.style import Placeholder, TagDelegate, titled_split
 from gui.table_model import ListTableModel
 
-SNIPPET_CHARS = 160
 FILTER_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -25,11 +24,6 @@ class Entry:
 
     doc: Document
     corpus_index: Optional[int]
-
-
-def snippet(text: str, n: int = SNIPPET_CHARS) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= n else flat[: n - 1] + "…"
 
 
 class DocumentsModel(ListTableModel):

@@ -508,7 +508,7 @@ class FeatureSession(QObject):
 
     def entries_changed(self) -> None:
         """The documents list changed (a corpus opened, a text pasted): the compare choices."""
-        from gui.documents_panel import snippet
+        from core.documents import snippet
 
         w = self.window
         classes = collections.Counter(d.label for d in w.corpus.documents if d.label)

@@ -452,11 +452,20 @@ class MainWindow(QMainWindow):
         if not corpus.documents:
             self._show_error(corpus.problems[0].message if corpus.problems else "Nothing to add.")
             return False
-        self.pasted.append(corpus.documents[0])
-        self._rebuild_entries()
-        self.documents.select_row(len(self.entries) - 1)
-        self._set_status(f"Added pasted text as {corpus.documents[0].id}.")
+        self.inspect_document(corpus.documents[0], f"the pasted text as {corpus.documents[0].id}")
         return True
+
+    def inspect_document(self, doc: Document, what: str) -> None:
+        """Select a document in Inspect: the open corpus's own when it holds the same id and text,
+        else added beside it (as a pasted text is); the same document again is not added twice."""
+        rows = [r for r, e in enumerate(self.entries) if (e.doc.id, e.doc.text) == (doc.id, doc.text)]
+        if not rows:
+            self.pasted.append(doc)
+            self._rebuild_entries()
+            rows = [len(self.entries) - 1]
+        self.documents.select_row(rows[0])
+        self.tabs.setCurrentIndex(0)
+        self._set_status(f"Showing {what}.")
 
     def _rebuild_entries(self) -> None:
         self.entries = [Entry(d, i) for i, d in enumerate(self.corpus.documents)]

@@ -11,7 +11,7 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QMenu, QSizePolicy,
                                QStyledItemDelegate, QTableView, QVBoxLayout, QWidget)
 
-from gui.documents_panel import snippet
+from core.documents import snippet
 from gui.style import Placeholder, TagDelegate
 from gui.table_model import ListTableModel
 

@@ -20,8 +20,10 @@ demo corpus and saves:
   training.png  the Training tab with live curves of a real TopK run on layer 6 (then cancelled).
   contrast.png  the Contrast tab: machine vs human on the provenance demo set (`--only-contrast`;
                 with `--student DIR` also student-bars.png, teacher and student bars side by side,
-                contrast-head.png, the student's contrast with a fine-tuned head, and
-                agreement.png, the Agreement tab),
+                contrast-head.png, the student's contrast with a fine-tuned head,
+                agreement.png, the Agreement tab, agreement-worst.png, its least agreeing
+                provenance documents, and student-worst.png, the least agreeing one opened in
+                Inspect beside the student's bars),
   steering.png  the Steering tab: a starter-dictionary feature (#1021, food) at strength 0.3 and a
                 second at 0, steered beside unsteered (`--only-steering`; with `--variant DIR` the
                 variant's continuations below the base's), and steering-add.png, the Add Direction
@@ -441,6 +443,22 @@ def student_shots(app, window, out: Path) -> int:
     _settle(app)
     window.grab().save(str(out / "agreement.png"))
     print("agreement.png:", agreement.summary.text())
+    agreement.left_tabs.setCurrentIndex(1)
+    agreement.worst_set.setCurrentIndex(max(0, agreement.worst_set.findData("contrast")))
+    _wait(app, lambda: bool(agreement.documents), 60)
+    _settle(app)
+    window.grab().save(str(out / "agreement-worst.png"))
+    item = agreement.worst.item(0, 0)
+    worst = item.text() if item is not None else ""
+    print("agreement-worst.png:", worst or "no documents listed")
+    if not worst:
+        return 1
+    agreement.worst.cellDoubleClicked.emit(0, 0)
+    bars = window.features.bars
+    _wait(app, lambda: bars.header.text().startswith(f"Features of {worst} vs") and bars.other is not None, 300)
+    _settle(app)
+    window.grab().save(str(out / "student-worst.png"))
+    print("student-worst.png:", bars.header.text(), "|", bars.note.text())
     return 0
 
 

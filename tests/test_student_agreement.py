@@ -12,6 +12,7 @@ import torch
 from core.agreement import feature_correlation, feature_scores, mean_cosine, row_cosines, top_k_overlap
 from core.contrast import ContrastVector, evaluate_contrast, split_held_out
 from core.dictionaries import load
+from core.documents import snippet
 from core.errors import DistillscopeError
 from core.features.scoring import unit_directions
 from core.similarity import zscore
@@ -171,8 +172,11 @@ def test_agreement_and_classify_cli(tiny_teacher, student_dir, sae_dir, tmp_path
     # --worst: per set, the documents of lowest cosine, by id
     for key, report in saved.reports.items():
         assert f"{saved.titles[key]}: the 2 documents of lowest cosine" in out
+        texts = {d.id: d.text for d in next(s for s in default_sets(Student.load(student_dir))[0]
+                                            if s.key == key).documents}
         for doc, cosine, _, _ in report.worst(2):
-            assert any(line.split()[:2] == [doc, f"{cosine:.3f}"] for line in out.splitlines())
+            line = next(line for line in out.splitlines() if line.split()[:2] == [doc, f"{cosine:.3f}"])
+            assert line.endswith(snippet(texts[doc], 60))  # and the start of its text
     assert main(["agreement", str(student_dir), "--worst", "-1"]) == 2
     assert "--worst must be 0 or more" in capsys.readouterr().err
 
@@ -222,7 +226,7 @@ def test_a_saved_contrast_keeps_its_normalization(tmp_path):
 
 def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher, student_dir, sae_dir, tmp_path):
     pytest.importorskip("pytestqt")
-    from tests.test_feature_view import TIMEOUT_MS, loaded
+    from tests.test_feature_view import TIMEOUT_MS, loaded, open_demo
 
     window = make_window(teacher=tiny_teacher, dictionary=str(sae_dir))
     loaded(qtbot, window)
@@ -256,6 +260,43 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     document_rows = [row for row in csv.reader(lines) if row[0] == "document"]
     assert document_rows and all(row[6] for row in document_rows)  # each with its document's id
     assert lines[0] == "kind,documents,metric,value,seed,chance,document" and sum(line.startswith("table,") for line in lines) == 13
+
+    # The least agreeing documents of each set, lowest cosine first, with the start of their text;
+    # double-clicking one shows it in Inspect beside the student's bars.
+    from gui.agreement_view import WORST_ROWS
+
+    assert [view.worst_set.itemData(i) for i in range(view.worst_set.count())] == ["id", "contrast", "ood"]
+    view.worst_set.setCurrentIndex(1)
+    report = saved.reports["contrast"]
+    worst = report.worst(WORST_ROWS)
+    assert view.worst.rowCount() == len(worst) == min(WORST_ROWS, report.n_documents)
+    assert [view.worst.item(r, 0).text() for r in range(3)] == [doc for doc, *_ in worst[:3]]
+    assert view.worst.item(0, 1).text() == f"{worst[0][1]:.3f}" and float(view.worst.item(0, 1).text()) <= \
+        float(view.worst.item(len(worst) - 1, 1).text())
+    qtbot.waitUntil(lambda: bool(view.documents), timeout=TIMEOUT_MS)
+    docs = {d.id: d for d in default_sets(Student.load(student_dir))[0][1].documents}
+    assert view.worst.item(0, 4).text() == snippet(docs[worst[0][0]].text, 200)
+    open_demo(qtbot, window)  # its documents give the projection's reference (this dictionary ships none)
+    n_entries = len(window.entries)
+    view.worst.cellDoubleClicked.emit(0, 0)
+    assert window.tabs.currentIndex() == 0 and len(window.entries) == n_entries + 1
+    entry = window.entries[window.documents.current_row()]
+    assert entry.doc == docs[worst[0][0]] and entry.corpus_index is None  # with its label
+    bars = window.features.bars
+    qtbot.waitUntil(lambda: bars.header.text() == f"Features of {worst[0][0]} vs student", timeout=TIMEOUT_MS)
+    assert bars.other is not None
+    view.worst.cellDoubleClicked.emit(0, 0)  # the same document again: selected, not added twice
+    assert len(window.entries) == n_entries + 1
+    assert not window.agreement.open_document("contrast", "no-such-document")
+    assert "not at hand" in view.summary.text() and len(window.entries) == n_entries + 1
+    # A document of the open corpus is selected there, not added.
+    window.open_demo("demo-provenance")
+    qtbot.waitUntil(lambda: any(e.doc.id == worst[1][0] and e.corpus_index is not None for e in window.entries),
+                    timeout=TIMEOUT_MS)
+    n_entries = len(window.entries)
+    view.worst.cellDoubleClicked.emit(1, 0)
+    entry = window.entries[window.documents.current_row()]
+    assert entry.doc.id == worst[1][0] and entry.corpus_index is not None and len(window.entries) == n_entries
     # Reopening the student shows the saved evaluation without computing it again.
     window.set_student(None)
     assert view.table.rowCount() == 0

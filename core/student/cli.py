@@ -98,7 +98,7 @@ def _teacher_of(student, device, state):
 def cmd_agreement(args) -> int:
     from core.cli import _open_dictionary, _progress_bar
     from core.progress import TaskState
-    from core.student.evaluation import default_sets, evaluate_agreement
+    from core.student.evaluation import default_sets, evaluate_agreement, set_documents
 
     if args.k < 1:
         raise DistillscopeError("-k must be at least 1.", "e.g. -k 20")
@@ -121,7 +121,7 @@ def cmd_agreement(args) -> int:
     else:
         print(result.table())
         if args.worst:
-            print(result.worst_table(args.worst))
+            print(result.worst_table(args.worst, set_documents(sets)))
         print(f"\nwrote {path} in {result.seconds:.1f} s")
     return 0
 

@@ -93,6 +93,11 @@ def default_sets(student, id_corpus: Optional[str] = None, contrast: Optional[st
     return sets, seen
 
 
+def set_documents(sets: Sequence[EvalSet]) -> dict:
+    """{set key: {document id: Document}}: to show or open the documents an evaluation names."""
+    return {s.key: {d.id: d for d in s.documents} for s in sets}
+
+
 def teacher_pooled(teacher, documents: Sequence, hook: str, max_length: int,
                    state: Optional[TaskState] = None, precision: str = "exact") -> torch.Tensor:
     """Raw mean-pooled residuals [N, D] of `documents` in their order, through the activation
@@ -125,14 +130,19 @@ class AgreementEvaluation:
         """(set title, metric, ours, seed, chance) for every number, set by set."""
         return [(self.titles[key], *row) for key, report in self.reports.items() for row in report.as_rows()]
 
-    def worst_table(self, n: int) -> str:
-        """Per set, the n documents where the student agrees least with the teacher."""
+    def worst_table(self, n: int, documents: Optional[dict] = None) -> str:
+        """Per set, the n documents where the student agrees least with the teacher; with the
+        start of each one's text when `documents` (`set_documents`) has it."""
+        from core.documents import snippet
+
         lines = []
         for key, report in self.reports.items():
+            known = (documents or {}).get(key, {})
             lines.append(f"\n{self.titles[key]}: the {n} documents of lowest cosine")
-            lines.append(f"  {'document':<32} {'cosine':>7} {'r':>7} {'overlap':>8}")
+            lines.append(f"  {'document':<32} {'cosine':>7} {'r':>7} {'overlap':>8}" + ("  text" if known else ""))
             for doc, cosine, r, overlap in report.worst(n):
-                lines.append(f"  {doc:<32} {cosine:>7.3f} {r:>7.3f} {overlap:>8.2f}")
+                text = f"  {snippet(known[doc].text, 60)}" if doc in known else ""
+                lines.append(f"  {doc:<32} {cosine:>7.3f} {r:>7.3f} {overlap:>8.2f}{text}")
         return "\n".join(lines)
 
     def table(self) -> str:
