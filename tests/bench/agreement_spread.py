@@ -6,6 +6,8 @@ for a trained student:
 - the teacher's and the student's held-out contrast AUC over `--splits` random splits (mean,
   standard deviation, range), beside split 0, and the AUC of the teacher's contrast vector on
   the student's vectors (with how far apart the classes lie along it in each space);
+- in bands of the teacher's principal directions: the student's agreement there, the share of
+  the teacher's machine-vs-human gap it keeps, and the AUC of each band alone;
 - the in-distribution top-20 overlap on the starter dictionary, on random unit directions of the
   same and of the seed's size (16,384), and with the student's vectors moved a fraction of the
   way to the teacher's (what agreement the seed's 0.60 needs on this dictionary);
@@ -79,6 +81,7 @@ def main() -> None:
           f"{sum(gap['teacher']) / len(gap['teacher']):.2f} in the teacher")
 
     t, s = set_vectors(student, teacher, sets["id"])
+    principal_bands(spaces, is_pos, labels, contrast, t, s, args.splits)
     starter = unit_directions(load(STARTER_DICTIONARY)).float()
     gen = torch.Generator().manual_seed(0)
 
@@ -111,6 +114,36 @@ def main() -> None:
             chance = chance_agreement(tz, sz, directions)
             print(f"  {name:20s} {feature_correlation(ft, fs)[0]:.3f} ({chance['correlation']:.3f}), "
                   f"{top_k_overlap(ft, fs, 20)[0]:.3f} ({chance['overlap']:.3f})")
+
+
+def principal_bands(spaces, is_pos, labels, contrast, t_held, s_held, splits,
+                    bands=((0, 8), (8, 32), (32, 128), (128, 320), (320, None))) -> None:
+    """Where the student loses the contrast: in bands of the principal directions of the teacher's
+    held-out (in-distribution) vectors, the student's per-document correlation with the teacher
+    there, the share of the teacher's class-mean gap it keeps, and each space's contrast AUC built
+    from that band alone (mean over the random splits)."""
+    import torch
+
+    from core.contrast import held_out_aucs
+    from core.student.evaluation import CONTRAST_HELD_OUT
+
+    mean = t_held.mean(0)
+    _, _, v = torch.linalg.svd(t_held - mean, full_matrices=False)
+    held = {"teacher": (t_held - mean) @ v.T, "student": (s_held - mean) @ v.T}
+    pcs = {space: (z - mean) @ v.T for space, z in spaces.items()}
+    sd = held["teacher"].std(0)
+    print(f"by principal directions of the teacher's held-out vectors ({splits} splits):")
+    print(f"  {'directions':>10} {'r held-out':>10} {'gap kept':>9} {'AUC teacher':>12} {'AUC student':>12}")
+    for lo, hi in bands:
+        band = slice(lo, hi)
+        r = torch.stack([torch.corrcoef(torch.stack([held["teacher"][:, k], held["student"][:, k]]))[0, 1]
+                         for k in range(v.shape[0])[band]]).mean()
+        gap = {space: (p[is_pos].mean(0) - p[~is_pos].mean(0))[band] / sd[band] for space, p in pcs.items()}
+        kept = (gap["teacher"] * gap["student"]).sum() / (gap["teacher"] ** 2).sum()
+        aucs = [held_out_aucs(pcs[space][:, band], labels, contrast.positive, contrast.negative,
+                              CONTRAST_HELD_OUT, splits).mean() for space in ("teacher", "student")]
+        print(f"  {f'{lo}-{hi or v.shape[0]}':>10} {float(r):>10.3f} {float(kept):>9.2f} "
+              f"{float(aucs[0]):>12.3f} {float(aucs[1]):>12.3f}")
 
 
 if __name__ == "__main__":
