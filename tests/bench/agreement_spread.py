@@ -17,6 +17,7 @@ for a trained student:
   last checkpoint).
 
     .venv/bin/python tests/bench/agreement_spread.py --student RUN/artifacts/student [--splits 30]
+        [--teacher-layers 0,2,4,6,12] [--dictionary DIR]
 
 Measured on the demo student (README, "How much these two numbers depend on chance").
 """
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dictionary", action="append", default=[],
                     help="another dictionary folder at the student's layer (repeatable)")
+    ap.add_argument("--teacher-layers", default="",
+                    help="e.g. 0,2,4,6,12: also the teacher's contrast AUC at these layers (set-normalized)")
     args = ap.parse_args()
 
     import torch
@@ -47,7 +50,8 @@ def main() -> None:
     from core.features.scoring import unit_directions
     from core.models import load_teacher
     from core.student import Student
-    from core.student.evaluation import CONTRAST_HELD_OUT, check_dictionary, default_sets, set_vectors
+    from core.student.evaluation import (CONTRAST_HELD_OUT, check_dictionary, default_sets, set_vectors,
+                                         teacher_precision)
 
     torch.set_num_threads(args.threads)
     student = Student.load(args.student)
@@ -79,6 +83,16 @@ def main() -> None:
     print(f"  the teacher's contrast vector on the student's vectors: {sum(crossed) / len(crossed):.3f}; "
           f"class means along it {sum(gap['student']) / len(gap['student']):.2f} apart in the student, "
           f"{sum(gap['teacher']) / len(gap['teacher']):.2f} in the teacher")
+
+    for layer in [int(x) for x in args.teacher_layers.split(",") if x.strip()]:
+        from core.student.evaluation import teacher_pooled
+
+        raw = teacher_pooled(teacher, contrast.documents, f"resid_post.{layer}", student.max_length,
+                             precision=teacher_precision(student))
+        z = (raw - raw.mean(0)) / raw.std(0).clamp(min=1e-6)
+        aucs = held_out_aucs(z, labels, contrast.positive, contrast.negative, CONTRAST_HELD_OUT, args.splits)
+        print(f"  the teacher after block {layer} (z-normalized on this set): {aucs.mean():.3f} "
+              f"+- {aucs.std():.3f}")
 
     t, s = set_vectors(student, teacher, sets["id"])
     principal_bands(spaces, is_pos, labels, contrast, t, s, args.splits)
