@@ -110,7 +110,7 @@ class AgreementSession(QObject):
             if self.window.student is student and self.view.data is not None:
                 self.view.set_documents(documents)
 
-        task = Task("agreement-texts", run, title="Reading the evaluated documents", on_result=done,
+        task = Task("agreement-documents", run, title="Reading the evaluated documents", on_result=done,
                     on_error=lambda what, hint: self.window.status.set_message(
                         f"The evaluated documents cannot be listed: {what}"))
         task.quiet = True  # the table stands without the texts; the status bar says why

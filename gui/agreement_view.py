@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHBoxL
                                QWidget)
 
 from core.documents import snippet
-
 from gui.contrast_view import roc_plot
 
 SET_COLOURS = {"id": "#0072B2", "contrast": "#E69F00", "ood": "#D55E00"}  # Okabe-Ito
@@ -282,7 +281,7 @@ class AgreementView(QWidget):
 
     def _request(self, row: int) -> None:
         key, item = self.worst_set.currentData(), self.worst.item(row, 0)
-        if key is not None and item is not None and (self.data["sets"][key].get("ids")):
+        if key is not None and item is not None and self.data["sets"][key].get("ids"):
             self.document_requested.emit(key, item.text())
 
     def _histograms(self, plot: pg.PlotWidget, sets: dict, key: str) -> None:
