@@ -124,7 +124,10 @@ class AgreementSession(QObject):
                                  "evaluation. Evaluate again (Ctrl+E).")
             return False
         title = (self.view.data or {}).get("sets", {}).get(key, {}).get("title", key)
-        self.window.inspect_document(doc, f"{doc_id} of the agreement's {title}")
+        # Inspect z-normalizes against its own reference, so say what the agreement measured.
+        measured = next((f" (cosine {c:.3f}, r {r:.3f}, overlap {o:.2f} in the student's z-space)"
+                         for d, c, r, o in self.view.worst_rows(key) if d == doc_id), "")
+        self.window.inspect_document(doc, f"{doc_id} of the agreement's {title}{measured}")
         return True
 
     def export_dialog(self) -> None:

@@ -303,9 +303,13 @@ class AgreementView(QWidget):
                 seeds.setdefault(seed, set_key)
         for n, (seed, set_key) in enumerate(seeds.items()):
             where = "ID" if sets[set_key]["in_distribution"] else "OOD"
+            # The highest value's label right of its line, the others left of theirs: never on top
+            # of each other.
+            side = (0, 0.5) if seed == max(seeds) else (1, 0.5)
             plot.addItem(pg.InfiniteLine(seed, angle=90, pen=pg.mkPen(_colour(set_key), style=Qt.PenStyle.DashLine),
                                          label=f"seed {where} {seed:.2f}",
-                                         labelOpts={"position": 0.93 - 0.1 * n, "color": "#404040"}))
+                                         labelOpts={"position": 0.93 - 0.1 * n, "color": "#404040",
+                                                    "anchors": [side, side]}))
 
     def _roc(self, sets: dict) -> None:
         self.roc.plot([0, 1], [0, 1], pen=pg.mkPen("#b0b0b0", style=Qt.PenStyle.DashLine))

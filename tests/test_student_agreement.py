@@ -282,6 +282,7 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert window.tabs.currentIndex() == 0 and len(window.entries) == n_entries + 1
     entry = window.entries[window.documents.current_row()]
     assert entry.doc == docs[worst[0][0]] and entry.corpus_index is None  # with its label
+    assert f"cosine {worst[0][1]:.3f}, r {worst[0][2]:.3f}" in window.status.label.text()
     bars = window.features.bars
     qtbot.waitUntil(lambda: bars.header.text() == f"Features of {worst[0][0]} vs student", timeout=TIMEOUT_MS)
     assert bars.other is not None
