@@ -303,9 +303,9 @@ class AgreementView(QWidget):
                 seeds.setdefault(seed, set_key)
         for n, (seed, set_key) in enumerate(seeds.items()):
             where = "ID" if sets[set_key]["in_distribution"] else "OOD"
-            # The highest value's label right of its line, the others left of theirs: never on top
-            # of each other.
-            side = (0, 0.5) if seed == max(seeds) else (1, 0.5)
+            # Labels left of their lines, but the highest's right of it when it has room there
+            # (the x axes end at about 1): two labels never cover each other.
+            side = (0, 0.5) if seed == max(seeds) and seed <= 0.7 else (1, 0.5)
             plot.addItem(pg.InfiniteLine(seed, angle=90, pen=pg.mkPen(_colour(set_key), style=Qt.PenStyle.DashLine),
                                          label=f"seed {where} {seed:.2f}",
                                          labelOpts={"position": 0.93 - 0.1 * n, "color": "#404040",

@@ -17,7 +17,7 @@ for a trained student:
   last checkpoint).
 
     .venv/bin/python tests/bench/agreement_spread.py --student RUN/artifacts/student [--splits 30]
-        [--teacher-layers 0,2,4,6,12] [--dictionary DIR]
+        [--teacher-layers embed,0,2,4,6,12] [--dictionary DIR]
 
 Measured on the demo student (README, "How much these two numbers depend on chance").
 """
@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--dictionary", action="append", default=[],
                     help="another dictionary folder at the student's layer (repeatable)")
     ap.add_argument("--teacher-layers", default="",
-                    help="e.g. 0,2,4,6,12: also the teacher's contrast AUC at these layers (set-normalized)")
+                    help="e.g. embed,0,2,4,6,12: also the teacher's contrast AUC at these layers "
+                         "('embed': its token embeddings; each z-normalized on the set)")
     args = ap.parse_args()
 
     import torch
@@ -84,15 +85,21 @@ def main() -> None:
           f"class means along it {sum(gap['student']) / len(gap['student']):.2f} apart in the student, "
           f"{sum(gap['teacher']) / len(gap['teacher']):.2f} in the teacher")
 
-    for layer in [int(x) for x in args.teacher_layers.split(",") if x.strip()]:
+    for layer in [x.strip() for x in args.teacher_layers.split(",") if x.strip()]:
         from core.student.evaluation import teacher_pooled
 
-        raw = teacher_pooled(teacher, contrast.documents, f"resid_post.{layer}", student.max_length,
-                             precision=teacher_precision(student))
+        if layer == "embed":  # the bag of the teacher's token embeddings (BOS left out)
+            table = teacher.model.get_input_embeddings().weight.detach().float()
+            ids = teacher.tokenize([d.text for d in contrast.documents], student.max_length)
+            raw = torch.stack([table[torch.as_tensor(i[1:])].mean(0) for i in ids])
+            what = "'s token embeddings, mean-pooled"
+        else:
+            raw = teacher_pooled(teacher, contrast.documents, f"resid_post.{layer}", student.max_length,
+                                 precision=teacher_precision(student))
+            what = f" after block {layer}"
         z = (raw - raw.mean(0)) / raw.std(0).clamp(min=1e-6)
         aucs = held_out_aucs(z, labels, contrast.positive, contrast.negative, CONTRAST_HELD_OUT, args.splits)
-        print(f"  the teacher after block {layer} (z-normalized on this set): {aucs.mean():.3f} "
-              f"+- {aucs.std():.3f}")
+        print(f"  the teacher{what} (z-normalized on this set): {aucs.mean():.3f} +- {aucs.std():.3f}")
 
     t, s = set_vectors(student, teacher, sets["id"])
     principal_bands(spaces, is_pos, labels, contrast, t, s, args.splits)
