@@ -290,6 +290,18 @@ def test_agreement_tab_shows_what_core_computed(qtbot, make_window, tiny_teacher
     assert len(window.entries) == n_entries + 1
     assert not window.agreement.open_document("contrast", "no-such-document")
     assert "not at hand" in view.summary.text() and len(window.entries) == n_entries + 1
+    # An agreement file saved before ids were kept lists the documents by position, and opens none.
+    old = saved.to_json()
+    for s in old["sets"].values():
+        del s["ids"]
+    view.show_result(old)
+    view.set_documents({"id": {}})
+    assert view.worst.item(0, 0).text().startswith("#") and "evaluate again" in view.worst.item(0, 4).text()
+    view.worst.cellDoubleClicked.emit(0, 0)
+    assert len(window.entries) == n_entries + 1
+    window.agreement.refresh()  # back to the saved evaluation, with ids
+    view.worst_set.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: bool(view.documents.get("contrast")), timeout=TIMEOUT_MS)
     # A document of the open corpus is selected there, not added.
     window.open_demo("demo-provenance")
     qtbot.waitUntil(lambda: any(e.doc.id == worst[1][0] and e.corpus_index is not None for e in window.entries),
