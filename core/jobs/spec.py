@@ -305,7 +305,7 @@ class JobSpec:
             spec.data.corpus, spec.data.precision = "demo-mixed", "fast"
             spec.run.eval_fraction, spec.run.checkpoint_every = 0.08, 200
             spec.student.target, spec.student.attention = "tokens", "causal"
-            for key, value in dict(batch_size=32, lr=3e-3, epochs=4, eval_every=200,
+            for key, value in dict(batch_size=32, lr=3e-3, epochs=5, eval_every=200,
                                    precision="fast").items():
                 setattr(spec.train, key, value)
         return spec

@@ -16,6 +16,10 @@ from core.similarity import zscore
 
 EPS = 1e-6
 CHUNK_ROWS = 65_536  # rows summed at a time in float64
+# Batches sorted by length within pools of this many batches. On the mixed demo corpus (median 29
+# tokens, 10% over 98) pools of 8 pad the tokens 1.41x and the attention 2.29x; pools of 32,
+# 1.08x and 1.23x.
+LENGTH_POOL = 32
 
 
 @dataclass
@@ -112,7 +116,7 @@ def build_data(tokens: list[list[int]], pooled: torch.Tensor, ref: Reference,
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int, lengths: Sequence[int],
-                pool: int = 8) -> list[list[int]]:
+                pool: int = LENGTH_POOL) -> list[list[int]]:
     """The batches of one epoch: shuffled, then sorted by length within pools of `pool` batches
     (less padding), then the batches themselves shuffled. Depends only on (seed, epoch)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
