@@ -51,8 +51,9 @@ def main() -> None:
     from core.features.scoring import unit_directions
     from core.models import load_teacher
     from core.student import Student
+    from core.similarity import zscore
     from core.student.evaluation import (CONTRAST_HELD_OUT, check_dictionary, default_sets, set_vectors,
-                                         teacher_precision)
+                                         teacher_pooled, teacher_precision)
 
     torch.set_num_threads(args.threads)
     student = Student.load(args.student)
@@ -86,8 +87,6 @@ def main() -> None:
           f"{sum(gap['teacher']) / len(gap['teacher']):.2f} in the teacher")
 
     for layer in [x.strip() for x in args.teacher_layers.split(",") if x.strip()]:
-        from core.student.evaluation import teacher_pooled
-
         if layer == "embed":  # the bag of the teacher's token embeddings (BOS left out)
             table = teacher.model.get_input_embeddings().weight.detach().float()
             ids = teacher.tokenize([d.text for d in contrast.documents], student.max_length)
@@ -97,7 +96,7 @@ def main() -> None:
             raw = teacher_pooled(teacher, contrast.documents, f"resid_post.{layer}", student.max_length,
                                  precision=teacher_precision(student))
             what = f" after block {layer}"
-        z = (raw - raw.mean(0)) / raw.std(0).clamp(min=1e-6)
+        z = zscore(raw, raw.mean(0), raw.std(0), 1e-6)
         aucs = held_out_aucs(z, labels, contrast.positive, contrast.negative, CONTRAST_HELD_OUT, args.splits)
         print(f"  the teacher{what} (z-normalized on this set): {aucs.mean():.3f} +- {aucs.std():.3f}")
 
