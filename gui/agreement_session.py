@@ -21,6 +21,7 @@ class AgreementSession(QObject):
         self.view.evaluate_requested.connect(self.evaluate)
         self.view.export_requested.connect(self.export_dialog)
         self.view.document_requested.connect(self.open_document)
+        self._documents: tuple = (None, {})  # (student, its evaluation sets' documents), read once
         for signal in (window.student_changed, window.teacher_changed):
             signal.connect(self.refresh)
         window.features.dictionary_changed.connect(self.refresh)
@@ -42,6 +43,7 @@ class AgreementSession(QObject):
     def refresh(self, *_args) -> None:
         student = self.window.student
         if student is None:
+            self._documents = (None, {})  # let the closed student go
             self.view.clear()
             self.view.set_student("", False)
             return
@@ -100,6 +102,9 @@ class AgreementSession(QObject):
     def _read_documents(self) -> None:
         """The evaluated sets' documents, for the least-agreeing list (read off the GUI thread)."""
         student = self.window.student
+        if self._documents[0] is student:  # a refresh of the same student: already read
+            self.view.set_documents(self._documents[1])
+            return
 
         def run(_state):
             from core.student.evaluation import default_sets, set_documents
@@ -107,6 +112,7 @@ class AgreementSession(QObject):
             return set_documents(default_sets(student)[0])
 
         def done(documents: dict) -> None:
+            self._documents = (student, documents)
             if self.window.student is student and self.view.data is not None:
                 self.view.set_documents(documents)
 

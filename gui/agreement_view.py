@@ -59,6 +59,7 @@ class AgreementView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.data: Optional[dict] = None
+        self.evaluation = None  # `data` parsed (core.student.evaluation.AgreementEvaluation)
         self.documents: dict = {}  # set key -> {document id: Document}, once the session has read them
         self.summary = QLabel("Open a student (Model > Open Student, Ctrl+Shift+S) to see how closely it "
                               "agrees with its teacher.")
@@ -181,7 +182,7 @@ class AgreementView(QWidget):
         self.summary.setText(f'<span style="color:#b00020">{message}</span>')
 
     def clear(self) -> None:
-        self.data = None
+        self.data = self.evaluation = None
         self.documents = {}
         self.table.setRowCount(0)
         self.worst.setRowCount(0)
@@ -195,8 +196,10 @@ class AgreementView(QWidget):
         self.export_button.setEnabled(False)
 
     def show_result(self, data: dict) -> None:
+        from core.student.evaluation import AgreementEvaluation
+
         self.clear()
-        self.data = data
+        self.data, self.evaluation = data, AgreementEvaluation.from_json(data)
         sets = data["sets"]
         n_docs = ", ".join(f"{s['n_documents']:,}" for s in sets.values())
         self.summary.setText(
@@ -252,18 +255,18 @@ class AgreementView(QWidget):
         self.documents = documents
         self._fill_worst()
 
+    def _report(self, key):
+        return self.evaluation.reports.get(key) if self.evaluation is not None else None
+
     def worst_rows(self, key: str) -> list[tuple[str, float, float, float]]:
         """(id, cosine, r, overlap) of set `key`'s least agreeing documents, as listed."""
-        from core.student.evaluation import AgreementEvaluation
-
-        if self.data is None or key not in self.data["sets"]:
-            return []
-        return AgreementEvaluation.from_json(self.data).reports[key].worst(WORST_ROWS)
+        report = self._report(key)
+        return report.worst(WORST_ROWS) if report is not None else []
 
     def _fill_worst(self) -> None:
         key = self.worst_set.currentData()
-        rows = self.worst_rows(key) if key is not None else []
-        has_ids = bool(self.data and (self.data["sets"].get(key) or {}).get("ids"))
+        rows = self.worst_rows(key)
+        has_ids = bool(getattr(self._report(key), "ids", None))
         documents = self.documents.get(key, {})
         self.worst.setRowCount(len(rows))
         for r, (doc, cosine, corr, overlap) in enumerate(rows):
@@ -281,7 +284,7 @@ class AgreementView(QWidget):
 
     def _request(self, row: int) -> None:
         key, item = self.worst_set.currentData(), self.worst.item(row, 0)
-        if key is not None and item is not None and self.data["sets"][key].get("ids"):
+        if item is not None and getattr(self._report(key), "ids", None):
             self.document_requested.emit(key, item.text())
 
     def _histograms(self, plot: pg.PlotWidget, sets: dict, key: str) -> None:
